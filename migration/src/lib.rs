@@ -1,0 +1,47 @@
+//! Миграции схемы eventlog (sea-orm-migration).
+//!
+//! `m20250101_000001_create_event_logs` создаёт таблицу событий `event_logs`,
+//! таблицу отказов `event_logs_rejected` и индексы SPEC §2;
+//! `m20250101_000002_add_query_indexes` — индексы под формы запросов API.
+//! `down` каждой миграции полностью отменяет её `up`.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20250101_000001_create_event_logs;
+mod m20250101_000002_add_query_indexes;
+
+/// Набор миграций eventlog по порядку применения.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20250101_000001_create_event_logs::Migration),
+            Box::new(m20250101_000002_add_query_indexes::Migration),
+        ]
+    }
+}
+
+/// Имена индексов, которые создают миграции (для тестов и `eventlog migrate status`).
+pub const INDEX_NAMES: &[&str] = &[
+    "idx_event_logs_session_created",
+    "idx_event_logs_user_created",
+    "idx_event_logs_agent",
+    "idx_event_logs_event_type",
+    "idx_event_logs_project_created",
+    "idx_event_logs_created",
+    "idx_event_logs_project_user_created",
+    "idx_event_logs_project_user_type_created",
+    "idx_event_logs_project_type_created",
+    "idx_event_logs_project_errors",
+];
+
+/// Выполняет список SQL-инструкций по одной.
+async fn run_all(manager: &SchemaManager<'_>, statements: &[String]) -> Result<(), DbErr> {
+    let conn = manager.get_connection();
+    for sql in statements {
+        conn.execute_unprepared(sql).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,26 @@
+//! eventlog — сервер журналирования и аналитики событий для мультиагентных
+//! ИИ-платформ, и библиотека, которая эти события производит.
+//!
+//! # Устройство
+//!
+//! Слои идут снизу вверх: `storage` → `logger` → `stream` → `api`; компоненты
+//! агентной среды (`runtime`) публикуют события через `stream`.
+//!
+//! - [`model`] — событие и правила его полей (без ввода-вывода).
+//! - [`query`] — фильтр, область доступа, курсоры: одно определение для SQL,
+//!   подписок, REST и GraphQL.
+//! - [`storage`] — PostgreSQL/SQLite: пакетная запись, страницы, аналитика.
+//! - [`logger`] — [`EventLogger`]: неблокирующая ограниченная очередь и писатель.
+//! - [`stream`] — [`StreamManager`]: публикация после фиксации и подписки.
+//! - [`metrics`] — имена метрик и экспорт Prometheus.
+
+pub mod model;
+pub mod query;
+pub mod storage;
+pub mod logger;
+pub mod metrics;
+pub mod stream;
+
+pub use logger::EventLogger;
+pub use stream::StreamManager;
+pub mod runtime;

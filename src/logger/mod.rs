@@ -1,0 +1,237 @@
+//! [`EventLogger`]: неблокирующая запись событий через ограниченную очередь.
+//!
+//! Вызывающий кладёт событие в очередь ([`EventLogger::log_event`]) и сразу
+//! получает управление; полная очередь — ошибка, возвращающая событие обратно.
+//! Фоновый писатель ([`worker`]) собирает пакеты по размеру или по таймеру,
+//! пишет каждый одной инструкцией, повторяет временные ошибки с экспоненциальной
+//! задержкой и полным джиттером, изолирует строки, которые база отвергает, и при
+//! остановке дописывает очередь в пределах срока.
+//!
+//! Зависит от `storage` и `metrics`; используется `stream::StreamManager`.
+
+mod ack;
+mod worker;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::Duration;
+
+use chrono::Utc;
+use thiserror::Error;
+use tokio::sync::{Mutex, mpsc};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use ack::{CommitError, CommitOutcome, CommitWaiter};
+use ack::AckGroup;
+
+use crate::metrics as m;
+use crate::model::{Event, NewEvent};
+use crate::storage::Store;
+
+/// Настройки писателя.
+#[derive(Debug, Clone)]
+pub struct LoggerConfig {
+    /// Размер пакета, после которого пишем сразу (по умолчанию 1000).
+    pub batch_size: usize,
+    /// Сколько ждать добора пакета после первого события (по умолчанию 20 мс).
+    pub flush_interval: Duration,
+    /// Ёмкость очереди, событий (по умолчанию 65 536).
+    pub queue_capacity: usize,
+    /// Срок дописывания очереди при остановке (по умолчанию 10 с).
+    pub shutdown_timeout: Duration,
+    /// Первая задержка повтора (100 мс).
+    pub retry_base: Duration,
+    /// Потолок задержки повтора (10 с).
+    pub retry_cap: Duration,
+    /// Таймаут одной попытки вставки; превышение считается временной ошибкой.
+    pub insert_timeout: Duration,
+}
+
+impl Default for LoggerConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 1000,
+            flush_interval: Duration::from_millis(20),
+            queue_capacity: 65_536,
+            shutdown_timeout: Duration::from_secs(10),
+            retry_base: Duration::from_millis(100),
+            retry_cap: Duration::from_secs(10),
+            insert_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Событие не принято в очередь; событие возвращается вызывающему.
+#[derive(Debug, Error)]
+pub enum LogError {
+    /// Очередь заполнена (учитывается в `eventlog_events_dropped_total`).
+    #[error("event queue is full")]
+    QueueFull(Box<NewEvent>),
+    /// Логгер остановлен.
+    #[error("event logger is shut down")]
+    Closed(Box<NewEvent>),
+}
+
+/// Пакет не принят целиком; все события возвращаются, ни одно не поставлено.
+#[derive(Debug, Error)]
+pub enum BatchError {
+    /// В очереди нет места на весь пакет.
+    #[error("event queue cannot take {} events now", .0.len())]
+    QueueFull(Vec<NewEvent>),
+    /// Логгер остановлен.
+    #[error("event logger is shut down")]
+    Closed(Vec<NewEvent>),
+}
+
+/// Что осталось после остановки.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Дописано при остановке.
+    pub drained: usize,
+    /// Не успели записать до срока (записано в журнал на уровне ERROR).
+    pub lost: usize,
+}
+
+/// Функция, которую писатель вызывает после фиксации пакета со вставленными
+/// событиями в порядке `seq` (так `StreamManager` публикует их подписчикам).
+pub type CommitHook = Arc<dyn Fn(&[Arc<Event>]) + Send + Sync>;
+
+/// Элемент очереди: событие и (необязательно) группа ожидания фиксации.
+pub(crate) struct Queued {
+    pub(crate) event: NewEvent,
+    pub(crate) ack: Option<Arc<AckGroup>>,
+}
+
+/// Состояние писателя, видимое снаружи (для `/readyz`).
+#[derive(Debug, Default)]
+pub(crate) struct WriterState {
+    /// С какого момента (мс Unix) писатель повторяет неудачную вставку; 0 — не повторяет.
+    pub(crate) retrying_since_ms: AtomicI64,
+}
+
+/// Дешёвый `Clone`-дескриптор логгера. Фоновый писатель живёт, пока не вызван
+/// [`EventLogger::shutdown`].
+#[derive(Clone)]
+pub struct EventLogger {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Отправитель очереди; получатель — у писателя. Закрытие — через `closed`
+    /// и `cancel`, потому что клоны дескриптора могут жить у кого угодно.
+    tx: mpsc::Sender<Queued>,
+    capacity: usize,
+    closed: AtomicBool,
+    cancel: CancellationToken,
+    state: Arc<WriterState>,
+    worker: Mutex<Option<JoinHandle<ShutdownReport>>>,
+}
+
+impl std::fmt::Debug for EventLogger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventLogger")
+            .field("capacity", &self.inner.capacity)
+            .field("depth", &self.queue_depth())
+            .finish()
+    }
+}
+
+impl EventLogger {
+    /// Запускает писателя на текущем рантайме tokio.
+    pub fn start(store: Store, config: LoggerConfig, on_commit: Option<CommitHook>) -> Self {
+        let capacity = config.queue_capacity.max(1);
+        let (tx, rx) = mpsc::channel(capacity);
+        let cancel = CancellationToken::new();
+        let state = Arc::new(WriterState::default());
+        let worker = worker::Worker::new(store, config, rx, on_commit, cancel.clone(), state.clone());
+        let handle = tokio::spawn(worker.run());
+        Self {
+            inner: Arc::new(Inner {
+                tx,
+                capacity,
+                closed: AtomicBool::new(false),
+                cancel,
+                state,
+                worker: Mutex::new(Some(handle)),
+            }),
+        }
+    }
+
+    /// Ставит событие в очередь, не блокируясь. При полной очереди событие
+    /// возвращается в ошибке и учитывается в `eventlog_events_dropped_total`.
+    pub fn log_event(&self, event: NewEvent) -> Result<(), LogError> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(LogError::Closed(Box::new(event)));
+        }
+        match self.inner.tx.try_send(Queued { event, ack: None }) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(q)) => {
+                metrics::counter!(m::EVENTS_DROPPED).increment(1);
+                Err(LogError::QueueFull(Box::new(q.event)))
+            }
+            Err(mpsc::error::TrySendError::Closed(q)) => Err(LogError::Closed(Box::new(q.event))),
+        }
+    }
+
+    /// Ставит пакет «всё или ничего»: сначала резервирует место под все события
+    /// сразу, потом кладёт их. Возвращает [`CommitWaiter`], который дожидается
+    /// фиксации всех событий пакета.
+    pub fn log_batch(&self, events: Vec<NewEvent>) -> Result<CommitWaiter, BatchError> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(BatchError::Closed(events));
+        }
+        let (group, waiter) = AckGroup::new(events.len());
+        if events.is_empty() {
+            return Ok(waiter);
+        }
+        if events.len() > self.inner.capacity {
+            return Err(BatchError::QueueFull(events));
+        }
+        let permits = match self.inner.tx.try_reserve_many(events.len()) {
+            Ok(p) => p,
+            Err(mpsc::error::TrySendError::Full(())) => return Err(BatchError::QueueFull(events)),
+            Err(mpsc::error::TrySendError::Closed(())) => return Err(BatchError::Closed(events)),
+        };
+        for (permit, event) in permits.zip(events) {
+            permit.send(Queued {
+                event,
+                ack: Some(group.clone()),
+            });
+        }
+        Ok(waiter)
+    }
+
+    /// Сколько событий сейчас в очереди.
+    pub fn queue_depth(&self) -> usize {
+        self.inner.capacity - self.inner.tx.capacity()
+    }
+
+    /// Ёмкость очереди.
+    pub fn capacity(&self) -> usize {
+        self.inner.capacity
+    }
+
+    /// Сколько свободных мест в очереди.
+    pub fn free_slots(&self) -> usize {
+        self.inner.tx.capacity()
+    }
+
+    /// Писатель не застрял: не повторяет неудачную вставку дольше `limit`.
+    pub fn is_healthy(&self, limit: Duration) -> bool {
+        let since = self.inner.state.retrying_since_ms.load(Ordering::Relaxed);
+        since == 0 || Utc::now().timestamp_millis() - since < limit.as_millis() as i64
+    }
+
+    /// Останавливает приём, дописывает очередь в пределах срока и ждёт писателя.
+    /// Повторный вызов возвращает пустой отчёт.
+    pub async fn shutdown(&self) -> ShutdownReport {
+        self.inner.closed.store(true, Ordering::Release);
+        self.inner.cancel.cancel();
+        let handle = self.inner.worker.lock().await.take();
+        match handle {
+            Some(h) => h.await.unwrap_or_default(),
+            None => ShutdownReport::default(),
+        }
+    }
+}

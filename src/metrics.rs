@@ -1,0 +1,49 @@
+//! Имена метрик и однократная установка экспортёра Prometheus.
+//!
+//! Рекордер глобален для процесса: [`install`] ставит его один раз и отдаёт один и
+//! тот же [`PrometheusHandle`] всем экземплярам приложения (в тестах их много).
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// Глубина очереди писателя (событий).
+pub const QUEUE_DEPTH: &str = "eventlog_queue_depth";
+/// Длительность одной пакетной вставки, секунды.
+pub const BATCH_INSERT_DURATION: &str = "eventlog_batch_insert_duration_seconds";
+/// Записано событий.
+pub const EVENTS_WRITTEN: &str = "eventlog_events_written_total";
+/// Неудачных попыток вставки.
+pub const INSERT_ERRORS: &str = "eventlog_insert_errors_total";
+/// Повторов вставки после временной ошибки.
+pub const INSERT_RETRIES: &str = "eventlog_insert_retries_total";
+/// Событий, не принятых в полную очередь или потерянных при остановке.
+pub const EVENTS_DROPPED: &str = "eventlog_events_dropped_total";
+/// Событий, перенесённых в `event_logs_rejected`.
+pub const EVENTS_REJECTED: &str = "eventlog_events_rejected_total";
+/// Активных подписчиков живых событий.
+pub const SUBSCRIBERS: &str = "eventlog_subscribers";
+/// Длительность HTTP-запросов, секунды (метки `route`, `status`).
+pub const HTTP_REQUEST_DURATION: &str = "eventlog_http_request_duration_seconds";
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Ставит рекордер Prometheus (один раз на процесс) и возвращает его handle.
+/// Если рекордер уже поставлен кем-то ещё, возвращает отдельный handle без
+/// глобальной установки: `/metrics` тогда покажет пустой набор, но сервер работает.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let buckets = [
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ];
+            let builder = PrometheusBuilder::new()
+                .set_buckets(&buckets)
+                .expect("корзины гистограммы не пусты");
+            match builder.install_recorder() {
+                Ok(handle) => handle,
+                Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+            }
+        })
+        .clone()
+}

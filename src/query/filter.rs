@@ -1,0 +1,96 @@
+//! Фильтр событий SPEC §5 `EventFilter` и порядок сортировки.
+//!
+//! Одно определение: [`EventFilter::matches`] — проверка в памяти для живых
+//! подписок; компиляция в SQL — `storage::sql::push_filter`. Тест
+//! `tests/api/filter_parity.rs` сверяет оба пути на одних и тех же событиях.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::json_contains;
+use crate::model::{Event, ValidationError};
+
+/// Порядок выдачи событий по (createdAt, id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum SortOrder {
+    /// Сначала новые (по умолчанию).
+    #[default]
+    NewestFirst,
+    /// Сначала старые.
+    OldestFirst,
+}
+
+/// Фильтр событий. Все заданные условия объединяются через И; пустой список
+/// (`eventTypes: []`) не пропускает ни одного события.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EventFilter {
+    /// Типы событий (любой из).
+    pub event_types: Option<Vec<String>>,
+    /// Агенты (любой из).
+    pub agent_ids: Option<Vec<String>>,
+    /// Сессия.
+    pub session_id: Option<Uuid>,
+    /// Пользователь; для обычного пользователя чужое значение не даёт строк.
+    pub user_id: Option<String>,
+    /// Инструмент.
+    pub tool_name: Option<String>,
+    /// Код ошибки.
+    pub error_code: Option<String>,
+    /// Есть ли код ошибки.
+    pub has_error: Option<bool>,
+    /// Статус согласования.
+    pub approval_status: Option<String>,
+    /// Начало интервала, включительно.
+    pub from: Option<DateTime<Utc>>,
+    /// Конец интервала, не включая.
+    pub to: Option<DateTime<Utc>>,
+    /// Образец, который должна содержать нагрузка (семантика `jsonb @>`).
+    pub payload_contains: Option<Value>,
+}
+
+impl EventFilter {
+    /// Проверяет сам фильтр: `payloadContains` должен быть JSON-объектом.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        if let Some(p) = &self.payload_contains
+            && !p.is_object()
+        {
+            return Err(ValidationError::new(
+                "payloadContains",
+                "must be a JSON object",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Проходит ли событие фильтр (проверка в памяти, та же семантика, что и SQL).
+    pub fn matches(&self, e: &Event) -> bool {
+        fn any_of(list: &Option<Vec<String>>, v: Option<&str>) -> bool {
+            match list {
+                None => true,
+                Some(list) => v.is_some_and(|v| list.iter().any(|x| x == v)),
+            }
+        }
+        fn eq(want: &Option<String>, v: Option<&str>) -> bool {
+            want.as_deref().is_none_or(|w| v == Some(w))
+        }
+        any_of(&self.event_types, Some(&e.event_type))
+            && any_of(&self.agent_ids, e.agent_id.as_deref())
+            && self.session_id.is_none_or(|s| s == e.session_id)
+            && eq(&self.user_id, Some(&e.user_id))
+            && eq(&self.tool_name, e.tool_name.as_deref())
+            && eq(&self.error_code, e.error_code.as_deref())
+            && self.has_error.is_none_or(|h| h == e.is_error())
+            && eq(&self.approval_status, e.approval_status.as_deref())
+            && self.from.is_none_or(|f| e.created_at >= f)
+            && self.to.is_none_or(|t| e.created_at < t)
+            && self.payload_contains.as_ref().is_none_or(|p| match p {
+                // Нагрузка — всегда объект, поэтому сравниваем ключи без копирования.
+                Value::Object(p) => p
+                    .iter()
+                    .all(|(k, pv)| e.payload.get(k).is_some_and(|dv| json_contains(dv, pv))),
+                _ => false,
+            })
+    }
+}

@@ -1,0 +1,303 @@
+//! Чтение событий: страницы с keyset-курсором, событие по id, повтор по `seq` для
+//! подписок, список сессий и их сводки, удаление старых событий.
+//!
+//! Каждая функция принимает [`ReadScope`] и начинает `WHERE` с него.
+
+use std::collections::{BTreeSet, HashMap};
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ConnectionTrait, FromQueryResult};
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::codec::{decode_event, get_ts, get_uuid};
+use super::sql::Sql;
+use super::{EVENT_COLUMNS, Store, StorageError};
+use crate::model::Event;
+use crate::query::{EventFilter, Position, ReadScope, SortOrder};
+
+/// Страница результата: элементы и признак следующей страницы (точный: читается
+/// на одну строку больше).
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    /// Элементы страницы.
+    pub items: Vec<T>,
+    /// Есть ли ещё элементы за последней.
+    pub has_next: bool,
+}
+
+/// Сводка сессии по всем видимым вызывающему событиям этой сессии.
+#[derive(Debug, Clone, PartialEq, Serialize, async_graphql::SimpleObject)]
+pub struct SessionSummary {
+    /// Сессия.
+    pub session_id: Uuid,
+    /// Владелец (наименьший `user_id`, если у сессии их несколько).
+    pub user_id: String,
+    /// Первое событие.
+    pub first_event_at: DateTime<Utc>,
+    /// Последнее событие.
+    pub last_event_at: DateTime<Utc>,
+    /// Число событий.
+    pub events: i64,
+    /// Число ошибок.
+    pub errors: i64,
+    /// Различные агенты, по возрастанию байтов.
+    pub agent_ids: Vec<String>,
+}
+
+fn page_of<T>(mut items: Vec<T>, limit: usize) -> Page<T> {
+    let has_next = items.len() > limit;
+    items.truncate(limit);
+    Page { items, has_next }
+}
+
+impl Store {
+    /// Страница событий по (createdAt, id) в порядке `order` после позиции `after`.
+    pub async fn page(
+        &self,
+        scope: &ReadScope,
+        filter: &EventFilter,
+        order: SortOrder,
+        limit: usize,
+        after: Option<Position>,
+    ) -> Result<Page<Event>, StorageError> {
+        let mut sql = Sql::new(self.backend());
+        sql.push("SELECT ")
+            .push(EVENT_COLUMNS)
+            .push(" FROM event_logs WHERE ")
+            .push_scope(scope)
+            .push_filter(filter);
+        let (cmp, dir) = match order {
+            SortOrder::NewestFirst => ("<", "DESC"),
+            SortOrder::OldestFirst => (">", "ASC"),
+        };
+        if let Some(p) = after {
+            // Keyset: строго после позиции в порядке сортировки — стабильно при вставках.
+            sql.push(" AND (created_at, id) ")
+                .push(cmp)
+                .push(" (")
+                .bind_ts(p.at)
+                .push(", ")
+                .bind_uuid(p.id)
+                .push(")");
+        }
+        sql.push(&format!(
+            " ORDER BY created_at {dir}, id {dir} LIMIT {}",
+            limit + 1
+        ));
+        let rows = self.db.query_all_raw(sql.build()).await?;
+        let b = self.backend();
+        let items = rows
+            .iter()
+            .map(|r| decode_event(r, b))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(page_of(items, limit))
+    }
+
+    /// Событие по id, если оно видно в области.
+    pub async fn event_by_id(
+        &self,
+        scope: &ReadScope,
+        id: Uuid,
+    ) -> Result<Option<Event>, StorageError> {
+        let mut sql = Sql::new(self.backend());
+        sql.push("SELECT ")
+            .push(EVENT_COLUMNS)
+            .push(" FROM event_logs WHERE ")
+            .push_scope(scope)
+            .push(" AND id = ")
+            .bind_uuid(id);
+        let row = self.db.query_one_raw(sql.build()).await?;
+        row.map(|r| decode_event(&r, self.backend())).transpose()
+    }
+
+    /// События с `seq > after_seq` по возрастанию `seq` — повтор для подписок.
+    pub async fn events_after_seq(
+        &self,
+        scope: &ReadScope,
+        filter: &EventFilter,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<Event>, StorageError> {
+        let mut sql = Sql::new(self.backend());
+        sql.push("SELECT ")
+            .push(EVENT_COLUMNS)
+            .push(" FROM event_logs WHERE ")
+            .push_scope(scope)
+            .push_filter(filter)
+            .push(" AND seq > ")
+            .bind(after_seq)
+            .push(&format!(" ORDER BY seq LIMIT {limit}"));
+        let rows = self.db.query_all_raw(sql.build()).await?;
+        let b = self.backend();
+        rows.iter().map(|r| decode_event(r, b)).collect()
+    }
+
+    /// Наибольший `seq` в таблице (0, если пусто).
+    pub async fn max_seq(&self) -> Result<i64, StorageError> {
+        let mut sql = Sql::new(self.backend());
+        sql.push("SELECT COALESCE(MAX(seq), 0) AS m FROM event_logs");
+        let row = self.db.query_one_raw(sql.build()).await?;
+        Ok(row.map(|r| r.try_get::<i64>("", "m")).transpose()?.unwrap_or(0))
+    }
+
+    /// Страница сессий, у которых есть хотя бы одно видимое событие под фильтром,
+    /// по убыванию последней активности (lastEventAt, sessionId). Возвращает сводки.
+    pub async fn sessions_page(
+        &self,
+        scope: &ReadScope,
+        filter: &EventFilter,
+        limit: usize,
+        after: Option<Position>,
+    ) -> Result<Page<SessionSummary>, StorageError> {
+        let b = self.backend();
+        let mut sql = Sql::new(b);
+        // Порядок сессий — по последнему видимому событию сессии (а не только
+        // подходящему под фильтр): так сводка и порядок согласованы.
+        sql.push("SELECT session_id, MAX(created_at) AS last_event_at FROM event_logs WHERE ")
+            .push_scope(scope)
+            .push(" AND session_id IN (SELECT session_id FROM event_logs WHERE ")
+            .push_scope(scope)
+            .push_filter(filter)
+            .push(") GROUP BY session_id");
+        if let Some(p) = after {
+            sql.push(" HAVING (MAX(created_at), session_id) < (")
+                .bind_ts(p.at)
+                .push(", ")
+                .bind_uuid(p.id)
+                .push(")");
+        }
+        sql.push(&format!(
+            " ORDER BY last_event_at DESC, session_id DESC LIMIT {}",
+            limit + 1
+        ));
+        let rows = self.db.query_all_raw(sql.build()).await?;
+        let ids = rows
+            .iter()
+            .map(|r| get_uuid(r, b, "session_id"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let page = page_of(ids, limit);
+        let mut summaries = self.session_summaries(scope, &page.items).await?;
+        let items = page
+            .items
+            .iter()
+            .filter_map(|id| summaries.remove(id))
+            .collect();
+        Ok(Page {
+            items,
+            has_next: page.has_next,
+        })
+    }
+
+    /// Сводки сессий `ids` по видимым событиям (для DataLoader `Event.session`):
+    /// два запроса на любое число сессий.
+    pub async fn session_summaries(
+        &self,
+        scope: &ReadScope,
+        ids: &[Uuid],
+    ) -> Result<HashMap<Uuid, SessionSummary>, StorageError> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let b = self.backend();
+        let in_list = |sql: &mut Sql| {
+            sql.push(" AND session_id IN (");
+            for (i, id) in ids.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.bind_uuid(*id);
+            }
+            sql.push(")");
+        };
+        let mut sql = Sql::new(b);
+        sql.push(
+            "SELECT session_id, MIN(user_id) AS user_id, MIN(created_at) AS first_event_at, \
+             MAX(created_at) AS last_event_at, COUNT(*) AS events, COUNT(error_code) AS errors \
+             FROM event_logs WHERE ",
+        )
+        .push_scope(scope);
+        in_list(&mut sql);
+        sql.push(" GROUP BY session_id");
+        let mut out = HashMap::with_capacity(ids.len());
+        for r in self.db.query_all_raw(sql.build()).await? {
+            let id = get_uuid(&r, b, "session_id")?;
+            out.insert(
+                id,
+                SessionSummary {
+                    session_id: id,
+                    user_id: r.try_get("", "user_id")?,
+                    first_event_at: get_ts(&r, b, "first_event_at")?,
+                    last_event_at: get_ts(&r, b, "last_event_at")?,
+                    events: r.try_get("", "events")?,
+                    errors: r.try_get("", "errors")?,
+                    agent_ids: Vec::new(),
+                },
+            );
+        }
+        let mut sql = Sql::new(b);
+        sql.push("SELECT DISTINCT session_id, agent_id FROM event_logs WHERE ")
+            .push_scope(scope);
+        in_list(&mut sql);
+        sql.push(" AND agent_id IS NOT NULL");
+        let mut agents: HashMap<Uuid, BTreeSet<String>> = HashMap::new();
+        for r in self.db.query_all_raw(sql.build()).await? {
+            agents
+                .entry(get_uuid(&r, b, "session_id")?)
+                .or_default()
+                .insert(r.try_get("", "agent_id")?);
+        }
+        for (id, set) in agents {
+            if let Some(s) = out.get_mut(&id) {
+                // BTreeSet<String> упорядочен по байтам — как требует SPEC.
+                s.agent_ids = set.into_iter().collect();
+            }
+        }
+        Ok(out)
+    }
+
+    /// Удаляет события старше `cutoff` порциями по `chunk` строк (короткие
+    /// транзакции, без долгих блокировок). Возвращает число удалённых строк.
+    pub async fn purge_older_than(
+        &self,
+        cutoff: DateTime<Utc>,
+        chunk: usize,
+    ) -> Result<u64, StorageError> {
+        let mut total = 0;
+        loop {
+            let mut sql = Sql::new(self.backend());
+            sql.push("DELETE FROM event_logs WHERE seq IN (SELECT seq FROM event_logs WHERE created_at < ")
+                .bind_ts(cutoff)
+                .push(&format!(" LIMIT {chunk})"));
+            let n = self.db.execute_raw(sql.build()).await?.rows_affected();
+            total += n;
+            if n < chunk as u64 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Число строк в `event_logs` (для тестов и обслуживания).
+    pub async fn count_events(&self) -> Result<i64, StorageError> {
+        self.count("event_logs").await
+    }
+
+    /// Число строк в `event_logs_rejected`.
+    pub async fn count_rejected(&self) -> Result<i64, StorageError> {
+        self.count("event_logs_rejected").await
+    }
+
+    async fn count(&self, table: &str) -> Result<i64, StorageError> {
+        #[derive(FromQueryResult)]
+        struct N {
+            n: i64,
+        }
+        let mut sql = Sql::new(self.backend());
+        sql.push(&format!("SELECT COUNT(*) AS n FROM {table}"));
+        let n = N::find_by_statement(sql.build())
+            .one(&self.db)
+            .await?
+            .map_or(0, |r| r.n);
+        Ok(n)
+    }
+}

@@ -1,0 +1,130 @@
+//! Хранилище событий: подключение к PostgreSQL или SQLite, миграции, пакетная
+//! запись ([`write`]) и чтение ([`events`], [`analytics`]).
+//!
+//! Все функции чтения принимают [`ReadScope`](crate::query::ReadScope): изоляция
+//! компилируется в каждый запрос в [`sql`], и обойти её из API нельзя.
+//! Вызывают: `logger` (запись), `stream` (повтор для подписок), `api` (чтение).
+
+pub mod analytics;
+mod codec;
+pub mod entity;
+mod error;
+pub mod events;
+mod sql;
+pub mod write;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use migration::{Migrator, MigratorTrait};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DbBackend, SqlxPostgresConnector, SqlxSqliteConnector,
+};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+pub use error::StorageError;
+pub use write::{InsertedRow, PgWriteMethod};
+
+/// Столбцы события в порядке, который ожидает декодер строк.
+pub(crate) const EVENT_COLUMNS: &str = "id, seq, session_id, user_id, project_id, agent_id, \
+     event_type, payload, created_at, error_code, tool_name, approval_status";
+
+/// Подключение к базе событий. Дешёвый `Clone` (внутри пул соединений).
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: DatabaseConnection,
+    pg_write: PgWriteMethod,
+}
+
+/// Параметры пула.
+#[derive(Debug, Clone)]
+pub struct PoolOptions {
+    /// Максимум соединений.
+    pub max_connections: u32,
+    /// Сколько ждать свободного соединения.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Store {
+    /// Подключается по URL `postgres://…` или `sqlite://PATH?mode=rwc`.
+    /// SQLite открывается в режиме WAL с `synchronous=NORMAL`.
+    pub async fn connect(url: &str, opts: PoolOptions) -> Result<Self, StorageError> {
+        let db = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let connect = PgConnectOptions::from_str(url)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(opts.max_connections)
+                .acquire_timeout(opts.acquire_timeout)
+                .connect_with(connect)
+                .await?;
+            SqlxPostgresConnector::from_sqlx_postgres_pool(pool)
+        } else if url.starts_with("sqlite:") {
+            let connect = SqliteConnectOptions::from_str(url)?
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(5));
+            // База в памяти живёт в одном соединении: пул из одного.
+            let max = if url.contains(":memory:") { 1 } else { opts.max_connections };
+            let pool = SqlitePoolOptions::new()
+                .max_connections(max)
+                .acquire_timeout(opts.acquire_timeout)
+                .connect_with(connect)
+                .await?;
+            SqlxSqliteConnector::from_sqlx_sqlite_pool(pool)
+        } else {
+            return Err(StorageError::UnsupportedUrl(url.to_owned()));
+        };
+        Ok(Self {
+            db,
+            pg_write: PgWriteMethod::default(),
+        })
+    }
+
+    /// Выбирает способ пакетной записи на PostgreSQL (для бенчмарка).
+    pub fn with_pg_write_method(mut self, m: PgWriteMethod) -> Self {
+        self.pg_write = m;
+        self
+    }
+
+    /// Соединение SeaORM.
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// Тип базы.
+    pub fn backend(&self) -> DbBackend {
+        self.db.get_database_backend()
+    }
+
+    /// Это PostgreSQL?
+    pub fn is_postgres(&self) -> bool {
+        self.backend() == DbBackend::Postgres
+    }
+
+    /// Применяет все недостающие миграции.
+    pub async fn migrate_up(&self) -> Result<(), StorageError> {
+        Migrator::up(&self.db, None).await?;
+        Ok(())
+    }
+
+    /// Проверяет, что база отвечает.
+    pub async fn ping(&self) -> Result<(), StorageError> {
+        self.db.execute_unprepared("SELECT 1").await?;
+        Ok(())
+    }
+
+    /// Закрывает пул.
+    pub async fn close(self) -> Result<(), StorageError> {
+        self.db.close().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,313 @@
+//! Пакетная запись событий. Каждый пакет — одна инструкция (или COPY + одна
+//! инструкция в одной транзакции) с `ON CONFLICT (id) DO NOTHING`; возвращаются
+//! `seq` только реально вставленных строк, поэтому повторная отправка того же `id`
+//! ничего не добавляет и не публикуется повторно.
+
+use std::fmt::Write as _;
+
+use chrono::Utc;
+use sea_orm::{ConnectionTrait, TransactionTrait};
+use sqlx::Row;
+use uuid::Uuid;
+
+use super::codec::get_uuid;
+use super::sql::{SQLITE_TS_FORMAT, Sql};
+use super::{Store, StorageError};
+use crate::model::NewEvent;
+
+/// Вставленная строка: id и выданный базой seq.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InsertedRow {
+    /// Идентификатор события.
+    pub id: Uuid,
+    /// Порядковый номер.
+    pub seq: i64,
+}
+
+/// Способ пакетной записи на PostgreSQL. Сравнивается бенчмарком
+/// `cargo bench --bench ingest` (docs/performance.md); по умолчанию — самый быстрый.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PgWriteMethod {
+    /// `INSERT … SELECT FROM UNNEST($1::uuid[], …)` — 11 параметров-массивов на пакет.
+    #[default]
+    Unnest,
+    /// COPY во временную таблицу, затем `INSERT … SELECT` из неё.
+    CopyStaging,
+    /// Многострочный `INSERT … VALUES (…), (…)`.
+    MultiRow,
+}
+
+const INSERT_COLUMNS: &str = "id, session_id, user_id, project_id, agent_id, event_type, \
+     payload, created_at, error_code, tool_name, approval_status";
+
+/// Сколько строк в одной многострочной инструкции: 11 параметров на строку, предел
+/// PostgreSQL — 65535 параметров, SQLite — 32766.
+const MULTI_ROW_CHUNK: usize = 2000;
+
+impl Store {
+    /// Записывает пакет одной транзакцией. Уже существующие `id` пропускаются.
+    /// Возвращает вставленные строки, отсортированные по `seq`.
+    pub async fn insert_batch(&self, events: &[NewEvent]) -> Result<Vec<InsertedRow>, StorageError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut rows = if self.is_postgres() {
+            match self.pg_write {
+                PgWriteMethod::Unnest => self.insert_unnest(events).await?,
+                PgWriteMethod::CopyStaging => self.insert_copy(events).await?,
+                PgWriteMethod::MultiRow => self.insert_multi_row(events).await?,
+            }
+        } else {
+            self.insert_multi_row(events).await?
+        };
+        // RETURNING не обещает порядок; подписчикам нужен порядок seq.
+        rows.sort_unstable_by_key(|r| r.seq);
+        Ok(rows)
+    }
+
+    async fn insert_unnest(&self, events: &[NewEvent]) -> Result<Vec<InsertedRow>, StorageError> {
+        let pool = self.db.get_postgres_connection_pool();
+        let n = events.len();
+        let mut ids = Vec::with_capacity(n);
+        let mut sessions = Vec::with_capacity(n);
+        let mut users = Vec::with_capacity(n);
+        let mut projects = Vec::with_capacity(n);
+        let mut agents = Vec::with_capacity(n);
+        let mut types = Vec::with_capacity(n);
+        let mut payloads = Vec::with_capacity(n);
+        let mut times = Vec::with_capacity(n);
+        let mut codes = Vec::with_capacity(n);
+        let mut tools = Vec::with_capacity(n);
+        let mut statuses = Vec::with_capacity(n);
+        for e in events {
+            ids.push(e.id);
+            sessions.push(e.session_id);
+            users.push(e.user_id.as_str());
+            projects.push(e.project_id);
+            agents.push(e.agent_id.as_deref());
+            types.push(e.event_type.as_str());
+            payloads.push(serde_json::to_string(&e.payload).unwrap_or_else(|_| "{}".into()));
+            times.push(e.created_at);
+            codes.push(e.error_code.as_deref());
+            tools.push(e.tool_name.as_deref());
+            statuses.push(e.approval_status.as_deref());
+        }
+        let rows = sqlx::query(
+            "INSERT INTO event_logs (id, session_id, user_id, project_id, agent_id, event_type, \
+                 payload, created_at, error_code, tool_name, approval_status) \
+             SELECT u.id, u.session_id, u.user_id, u.project_id, u.agent_id, u.event_type, \
+                 u.payload::jsonb, u.created_at, u.error_code, u.tool_name, u.approval_status \
+             FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::text[], $6::text[], \
+                 $7::text[], $8::timestamptz[], $9::text[], $10::text[], $11::text[]) \
+                 AS u(id, session_id, user_id, project_id, agent_id, event_type, payload, \
+                      created_at, error_code, tool_name, approval_status) \
+             ON CONFLICT (id) DO NOTHING RETURNING id, seq",
+        )
+        .bind(ids)
+        .bind(sessions)
+        .bind(users)
+        .bind(projects)
+        .bind(agents)
+        .bind(types)
+        .bind(payloads)
+        .bind(times)
+        .bind(codes)
+        .bind(tools)
+        .bind(statuses)
+        .fetch_all(pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(InsertedRow {
+                    id: r.try_get(0)?,
+                    seq: r.try_get(1)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StorageError::from)
+    }
+
+    async fn insert_copy(&self, events: &[NewEvent]) -> Result<Vec<InsertedRow>, StorageError> {
+        let pool = self.db.get_postgres_connection_pool();
+        let mut tx = pool.begin().await?;
+        // Временная таблица живёт в соединении; ON COMMIT DELETE ROWS очищает её
+        // после каждой транзакции, поэтому повторное использование соединения безопасно.
+        sqlx::query(
+            "CREATE TEMP TABLE IF NOT EXISTS event_logs_staging (id uuid, session_id uuid, \
+             user_id text, project_id uuid, agent_id text, event_type text, payload jsonb, \
+             created_at timestamptz, error_code text, tool_name text, approval_status text) \
+             ON COMMIT DELETE ROWS",
+        )
+        .execute(&mut *tx)
+        .await?;
+        let mut copy = tx
+            .copy_in_raw(&format!(
+                "COPY event_logs_staging ({INSERT_COLUMNS}) FROM STDIN (FORMAT csv)"
+            ))
+            .await?;
+        copy.send(csv_rows(events).into_bytes()).await?;
+        copy.finish().await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO event_logs ({INSERT_COLUMNS}) SELECT {INSERT_COLUMNS} \
+             FROM event_logs_staging ON CONFLICT (id) DO NOTHING RETURNING id, seq"
+        )))
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter()
+            .map(|r| {
+                Ok(InsertedRow {
+                    id: r.try_get(0)?,
+                    seq: r.try_get(1)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StorageError::from)
+    }
+
+    async fn insert_multi_row(
+        &self,
+        events: &[NewEvent],
+    ) -> Result<Vec<InsertedRow>, StorageError> {
+        let backend = self.backend();
+        let txn = self.db.begin().await?;
+        let mut out = Vec::with_capacity(events.len());
+        for chunk in events.chunks(MULTI_ROW_CHUNK) {
+            let mut sql = Sql::new(backend);
+            sql.push("INSERT INTO event_logs (")
+                .push(INSERT_COLUMNS)
+                .push(") VALUES ");
+            for (i, e) in chunk.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                push_event_values(&mut sql, e);
+            }
+            sql.push(" ON CONFLICT (id) DO NOTHING RETURNING id, seq");
+            for row in txn.query_all_raw(sql.build()).await? {
+                out.push(InsertedRow {
+                    id: get_uuid(&row, backend, "id")?,
+                    seq: row.try_get("", "seq")?,
+                });
+            }
+        }
+        txn.commit().await?;
+        Ok(out)
+    }
+
+    /// Переносит отвергнутое базой событие в `event_logs_rejected` с текстом ошибки.
+    pub async fn insert_rejected(&self, event: &NewEvent, error: &str) -> Result<(), StorageError> {
+        let raw = serde_json::to_value(event).map_err(|e| StorageError::Decode(e.to_string()))?;
+        let mut sql = Sql::new(self.backend());
+        sql.push("INSERT INTO event_logs_rejected (id, raw_event, error, rejected_at) VALUES (")
+            .bind_uuid(Uuid::now_v7())
+            .push(", ");
+        if sql.is_pg() {
+            // Строки с NUL PostgreSQL в jsonb не примет: экранируем их, чтобы запись
+            // об отказе не отвергалась по той же причине, что и само событие.
+            let text = raw.to_string().replace("\\u0000", "\\\\u0000");
+            sql.push("CAST(").bind(text).push(" AS jsonb)");
+        } else {
+            sql.bind(raw.to_string());
+        }
+        sql.push(", ")
+            .bind(error.replace('\0', "\\0"))
+            .push(", ")
+            .bind_ts(Utc::now())
+            .push(")");
+        self.db.execute_raw(sql.build()).await?;
+        Ok(())
+    }
+}
+
+/// Значения одной строки `( … )` в многострочном INSERT.
+fn push_event_values(sql: &mut Sql, e: &NewEvent) {
+    let payload = serde_json::to_string(&e.payload).unwrap_or_else(|_| "{}".into());
+    sql.push("(")
+        .bind_uuid(e.id)
+        .push(", ")
+        .bind_uuid(e.session_id)
+        .push(", ")
+        .bind(e.user_id.clone())
+        .push(", ")
+        .bind_uuid(e.project_id)
+        .push(", ")
+        .bind(e.agent_id.clone())
+        .push(", ")
+        .bind(e.event_type.clone())
+        .push(", ");
+    if sql.is_pg() {
+        sql.push("CAST(").bind(payload).push(" AS jsonb)");
+    } else {
+        sql.bind(payload);
+    }
+    sql.push(", ")
+        .bind_ts(e.created_at)
+        .push(", ")
+        .bind(e.error_code.clone())
+        .push(", ")
+        .bind(e.tool_name.clone())
+        .push(", ")
+        .bind(e.approval_status.clone())
+        .push(")");
+}
+
+/// CSV для COPY: каждое текстовое поле в кавычках (пустая строка остаётся пустой
+/// строкой), NULL — пустое поле без кавычек.
+pub(crate) fn csv_rows(events: &[NewEvent]) -> String {
+    fn field(out: &mut String, v: Option<&str>) {
+        if let Some(v) = v {
+            out.push('"');
+            out.push_str(&v.replace('"', "\"\""));
+            out.push('"');
+        }
+    }
+    let mut out = String::with_capacity(events.len() * 400);
+    for e in events {
+        let payload = serde_json::to_string(&e.payload).unwrap_or_else(|_| "{}".into());
+        let _ = write!(out, "{},{},", e.id, e.session_id);
+        field(&mut out, Some(&e.user_id));
+        let _ = write!(out, ",{},", e.project_id);
+        field(&mut out, e.agent_id.as_deref());
+        out.push(',');
+        field(&mut out, Some(&e.event_type));
+        out.push(',');
+        field(&mut out, Some(&payload));
+        let _ = write!(out, ",{},", e.created_at.format(SQLITE_TS_FORMAT));
+        field(&mut out, e.error_code.as_deref());
+        out.push(',');
+        field(&mut out, e.tool_name.as_deref());
+        out.push(',');
+        field(&mut out, e.approval_status.as_deref());
+        out.push('\n');
+    }
+    out
+}
+
+impl Store {
+    /// `seq` уже сохранённых событий с данными id (для восстановления после
+    /// неоднозначной ошибки фиксации).
+    pub async fn seqs_of(&self, ids: &[Uuid]) -> Result<Vec<InsertedRow>, StorageError> {
+        let backend = self.backend();
+        let mut sql = Sql::new(backend);
+        sql.push("SELECT id, seq FROM event_logs WHERE id IN (");
+        for (i, id) in ids.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.bind_uuid(*id);
+        }
+        sql.push(")");
+        self.db
+            .query_all_raw(sql.build())
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(InsertedRow {
+                    id: get_uuid(r, backend, "id")?,
+                    seq: r.try_get("", "seq")?,
+                })
+            })
+            .collect()
+    }
+}
