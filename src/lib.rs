@@ -23,4 +23,9 @@ pub mod stream;
 
 pub use logger::EventLogger;
 pub use stream::StreamManager;
+pub mod api;
+pub mod auth;
+pub mod config;
 pub mod runtime;
+pub mod startup;
+pub mod telemetry;

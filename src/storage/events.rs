@@ -52,13 +52,15 @@ fn page_of<T>(mut items: Vec<T>, limit: usize) -> Page<T> {
 }
 
 impl Store {
-    /// Страница событий по (createdAt, id) в порядке `order` после позиции `after`.
+    /// Страница событий по (createdAt, id) в порядке `order` после позиции `after`,
+    /// пропустив `offset` строк (REST `offset`; GraphQL передаёт 0).
     pub async fn page(
         &self,
         scope: &ReadScope,
         filter: &EventFilter,
         order: SortOrder,
         limit: usize,
+        offset: usize,
         after: Option<Position>,
     ) -> Result<Page<Event>, StorageError> {
         let mut sql = Sql::new(self.backend());
@@ -82,7 +84,7 @@ impl Store {
                 .push(")");
         }
         sql.push(&format!(
-            " ORDER BY created_at {dir}, id {dir} LIMIT {}",
+            " ORDER BY created_at {dir}, id {dir} LIMIT {} OFFSET {offset}",
             limit + 1
         ));
         let rows = self.db.query_all_raw(sql.build()).await?;

@@ -14,6 +14,8 @@ mod sql;
 pub mod write;
 
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use migration::{Migrator, MigratorTrait};
@@ -35,6 +37,8 @@ pub(crate) const EVENT_COLUMNS: &str = "id, seq, session_id, user_id, project_id
 pub struct Store {
     db: DatabaseConnection,
     pg_write: PgWriteMethod,
+    /// Счётчик инструкций, выполненных через SeaORM (проверка DataLoader в тестах).
+    statements: Arc<AtomicU64>,
 }
 
 /// Параметры пула.
@@ -59,7 +63,7 @@ impl Store {
     /// Подключается по URL `postgres://…` или `sqlite://PATH?mode=rwc`.
     /// SQLite открывается в режиме WAL с `synchronous=NORMAL`.
     pub async fn connect(url: &str, opts: PoolOptions) -> Result<Self, StorageError> {
-        let db = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let mut db = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let connect = PgConnectOptions::from_str(url)?;
             let pool = PgPoolOptions::new()
                 .max_connections(opts.max_connections)
@@ -83,9 +87,15 @@ impl Store {
         } else {
             return Err(StorageError::UnsupportedUrl(url.to_owned()));
         };
+        let statements = Arc::new(AtomicU64::new(0));
+        let counter = statements.clone();
+        db.set_metric_callback(move |_| {
+            counter.fetch_add(1, Ordering::Relaxed);
+        });
         Ok(Self {
             db,
             pg_write: PgWriteMethod::default(),
+            statements,
         })
     }
 
@@ -93,6 +103,11 @@ impl Store {
     pub fn with_pg_write_method(mut self, m: PgWriteMethod) -> Self {
         self.pg_write = m;
         self
+    }
+
+    /// Сколько инструкций выполнено через SeaORM этим пулом (чтения и SQLite-запись).
+    pub fn statements_executed(&self) -> u64 {
+        self.statements.load(Ordering::Relaxed)
     }
 
     /// Соединение SeaORM.

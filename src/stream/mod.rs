@@ -131,7 +131,7 @@ impl StreamManager {
         scope: ReadScope,
         filter: EventFilter,
         after_seq: Option<i64>,
-    ) -> impl Stream<Item = Result<Arc<Event>, StreamError>> + Send + 'static {
+    ) -> impl Stream<Item = Result<Arc<Event>, StreamError>> + Send + use<> {
         // Получатель создаётся до чтения базы: всё, что зафиксируется после этого
         // момента, окажется в нём; всё, что раньше, — найдёт повтор. Стык сшивается
         // по seq (писатель один и публикует в порядке seq).

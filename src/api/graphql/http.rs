@@ -1,0 +1,145 @@
+//! HTTP-обработчики GraphQL: `POST /graphql` (только `application/json`, один
+//! запрос, без пакетов-массивов, предел тела — слоем маршрутизатора, таймаут
+//! выполнения) и `GET /graphql` (GraphiQL; запросы без мутаций, мутация — 405).
+
+use std::time::Duration;
+
+use async_graphql::dataloader::DataLoader;
+use async_graphql::http::GraphiQLSource;
+use async_graphql::parser::types::{DocumentOperations, OperationType};
+use async_graphql::{Request, Response, ServerError, Variables};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::RequestAuth;
+use super::loader::SessionLoader;
+use crate::api::AppState;
+use crate::auth::bearer_token;
+
+/// Аутентификация по заголовку `Authorization`.
+pub(crate) fn auth_from_headers(state: &AppState, headers: &HeaderMap) -> RequestAuth {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return RequestAuth::Missing;
+    };
+    let verified = value
+        .to_str()
+        .map_err(|_| crate::auth::AuthError::Missing)
+        .and_then(bearer_token)
+        .and_then(|t| state.keys.verify(t));
+    match verified {
+        Ok(a) => RequestAuth::Valid(a),
+        Err(e) => RequestAuth::Invalid(e),
+    }
+}
+
+fn plain_error(status: StatusCode, code: &str, message: &str) -> axum::response::Response {
+    (status, Json(json!({"errors": [{"message": message, "extensions": {"code": code}}]}))).into_response()
+}
+
+async fn execute(state: &AppState, headers: &HeaderMap, req: Request) -> axum::response::Response {
+    let loader = DataLoader::new(SessionLoader { store: state.api.store.clone() }, tokio::spawn);
+    let req = req.data(auth_from_headers(state, headers)).data(loader);
+    let timeout = Duration::from_millis(state.settings.request_timeout_ms);
+    let resp = match tokio::time::timeout(timeout, state.schema.execute(req)).await {
+        Ok(r) => r,
+        Err(_) => {
+            let mut e = ServerError::new("request timed out", None);
+            let mut ext = async_graphql::ErrorExtensionValues::default();
+            ext.set("code", "INTERNAL");
+            e.extensions = Some(ext);
+            Response::from_errors(vec![e])
+        }
+    };
+    Json(resp).into_response()
+}
+
+/// `POST /graphql`.
+pub async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> axum::response::Response {
+    let json_ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !json_ct {
+        return plain_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "BAD_USER_INPUT",
+            "Content-Type must be application/json",
+        );
+    }
+    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return plain_error(
+            StatusCode::BAD_REQUEST,
+            "BAD_USER_INPUT",
+            "batch requests are not supported: send one operation per request",
+        );
+    }
+    let req: Request = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return plain_error(StatusCode::BAD_REQUEST, "BAD_USER_INPUT", &format!("invalid GraphQL request body: {e}"));
+        }
+    };
+    execute(&state, &headers, req).await
+}
+
+/// Параметры `GET /graphql`.
+#[derive(Debug, Deserialize)]
+pub struct GetParams {
+    query: Option<String>,
+    #[serde(rename = "operationName")]
+    operation_name: Option<String>,
+    variables: Option<String>,
+}
+
+/// `GET /graphql`: GraphiQL без параметров, иначе запрос (мутации и подписки — 405).
+pub async fn graphql_get(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(params): Query<GetParams>,
+) -> axum::response::Response {
+    let Some(query) = params.query else {
+        if state.settings.disable_graphiql {
+            return StatusCode::NOT_FOUND.into_response();
+        }
+        return Html(
+            GraphiQLSource::build()
+                .endpoint("/graphql")
+                .subscription_endpoint("/graphql/ws")
+                .title("eventlog")
+                .finish(),
+        )
+        .into_response();
+    };
+    if let Ok(doc) = async_graphql::parser::parse_query(&query) {
+        let ops: Vec<OperationType> = match &doc.operations {
+            DocumentOperations::Single(op) => vec![op.node.ty],
+            DocumentOperations::Multiple(m) => m.values().map(|op| op.node.ty).collect(),
+        };
+        if ops.iter().any(|t| *t != OperationType::Query) {
+            return plain_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "BAD_USER_INPUT",
+                "mutations and subscriptions are not allowed over GET; use POST",
+            );
+        }
+    }
+    let mut req = Request::new(query);
+    if let Some(op) = params.operation_name {
+        req = req.operation_name(op);
+    }
+    if let Some(vars) = params.variables {
+        match serde_json::from_str::<serde_json::Value>(&vars) {
+            Ok(v) => req = req.variables(Variables::from_json(v)),
+            Err(e) => {
+                return plain_error(StatusCode::BAD_REQUEST, "BAD_USER_INPUT", &format!("variables: {e}"));
+            }
+        }
+    }
+    execute(&state, &headers, req).await
+}

@@ -1,0 +1,180 @@
+//! Запросы: `events`, `sessionEvents`, `event`, `sessions` (EventQuery) и
+//! `analytics` (AnalyticsQuery).
+
+use std::sync::Arc;
+
+use async_graphql::{Context, Object, Result};
+use uuid::Uuid;
+
+use super::principal;
+use super::types::{
+    EventConnection, EventEdge, EventFilterInput, EventNode, SessionConnection, SessionEdge,
+    SortOrder, TimeBucket, page_info,
+};
+use crate::api::ApiContext;
+use crate::api::error::ApiError;
+use crate::api::reads::{self, EventsRequest};
+use crate::query::{CursorKind, EventFilter, SortOrder as QuerySortOrder};
+use crate::storage::analytics::Analytics;
+
+/// Запросы истории событий и сессий.
+#[derive(Default)]
+pub struct EventQuery;
+
+fn connection(page: reads::PageOut<crate::model::Event>) -> EventConnection {
+    let scope = Arc::new(page.scope);
+    let info = page_info(&page.items, page.has_next, page.has_previous);
+    EventConnection {
+        edges: page
+            .items
+            .into_iter()
+            .map(|(cursor, e)| EventEdge {
+                cursor,
+                node: EventNode {
+                    event: Arc::new(e),
+                    scope: scope.clone(),
+                },
+            })
+            .collect(),
+        page_info: info,
+    }
+}
+
+#[Object]
+impl EventQuery {
+    /// События проекта под фильтром, по (createdAt, id), сначала новые по умолчанию.
+    async fn events(
+        &self,
+        ctx: &Context<'_>,
+        project_id: Uuid,
+        filter: Option<EventFilterInput>,
+        #[graphql(default_with = "SortOrder::NewestFirst")] order: SortOrder,
+        #[graphql(default = 50)] first: i32,
+        after: Option<String>,
+    ) -> Result<EventConnection> {
+        let p = principal(ctx).map_err(ApiError::into_gql)?;
+        let page = reads::events_page(
+            ctx.data::<ApiContext>()?,
+            p,
+            EventsRequest {
+                kind: CursorKind::Events,
+                project_id,
+                filter: filter.map(Into::into).unwrap_or_default(),
+                order: order.into(),
+                first: first.into(),
+                offset: 0,
+                after: after.as_deref(),
+                names: ("first", "after"),
+            },
+        )
+        .await
+        .map_err(ApiError::into_gql)?;
+        Ok(connection(page))
+    }
+
+    /// События сессии, сначала старые.
+    async fn session_events(
+        &self,
+        ctx: &Context<'_>,
+        project_id: Uuid,
+        session_id: Uuid,
+        #[graphql(default = 500)] first: i32,
+        after: Option<String>,
+    ) -> Result<EventConnection> {
+        let p = principal(ctx).map_err(ApiError::into_gql)?;
+        let page = reads::events_page(
+            ctx.data::<ApiContext>()?,
+            p,
+            EventsRequest {
+                kind: CursorKind::SessionEvents,
+                project_id,
+                filter: EventFilter {
+                    session_id: Some(session_id),
+                    ..Default::default()
+                },
+                order: QuerySortOrder::OldestFirst,
+                first: first.into(),
+                offset: 0,
+                after: after.as_deref(),
+                names: ("first", "after"),
+            },
+        )
+        .await
+        .map_err(ApiError::into_gql)?;
+        Ok(connection(page))
+    }
+
+    /// Событие по id; null, если его нет или оно не видно.
+    async fn event(&self, ctx: &Context<'_>, project_id: Uuid, id: Uuid) -> Result<Option<EventNode>> {
+        let p = principal(ctx).map_err(ApiError::into_gql)?;
+        let api = ctx.data::<ApiContext>()?;
+        let scope = reads::scope_for(p, project_id, &EventFilter::default()).map_err(ApiError::into_gql)?;
+        let found = api
+            .store
+            .event_by_id(&scope, id)
+            .await
+            .map_err(|e| ApiError::from(e).into_gql())?;
+        Ok(found.map(|e| EventNode {
+            event: Arc::new(e),
+            scope: Arc::new(scope),
+        }))
+    }
+
+    /// Сессии с хотя бы одним видимым подходящим событием, по последней активности.
+    async fn sessions(
+        &self,
+        ctx: &Context<'_>,
+        project_id: Uuid,
+        filter: Option<EventFilterInput>,
+        #[graphql(default = 50)] first: i32,
+        after: Option<String>,
+    ) -> Result<SessionConnection> {
+        let p = principal(ctx).map_err(ApiError::into_gql)?;
+        let page = reads::sessions_page(
+            ctx.data::<ApiContext>()?,
+            p,
+            project_id,
+            filter.map(Into::into).unwrap_or_default(),
+            first.into(),
+            after.as_deref(),
+        )
+        .await
+        .map_err(ApiError::into_gql)?;
+        let info = page_info(&page.items, page.has_next, page.has_previous);
+        Ok(SessionConnection {
+            edges: page
+                .items
+                .into_iter()
+                .map(|(cursor, node)| SessionEdge { cursor, node })
+                .collect(),
+            page_info: info,
+        })
+    }
+}
+
+/// Аналитика.
+#[derive(Default)]
+pub struct AnalyticsQuery;
+
+#[Object]
+impl AnalyticsQuery {
+    /// Аналитика проекта под фильтром; считается базой.
+    async fn analytics(
+        &self,
+        ctx: &Context<'_>,
+        project_id: Uuid,
+        filter: Option<EventFilterInput>,
+        #[graphql(default_with = "TimeBucket::Hour")] bucket: TimeBucket,
+    ) -> Result<Analytics> {
+        let p = principal(ctx).map_err(ApiError::into_gql)?;
+        reads::analytics(
+            ctx.data::<ApiContext>()?,
+            p,
+            project_id,
+            filter.map(Into::into).unwrap_or_default(),
+            bucket.into(),
+        )
+        .await
+        .map_err(ApiError::into_gql)
+    }
+}

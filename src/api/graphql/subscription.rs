@@ -1,0 +1,67 @@
+//! Подписка `events(projectId, filter, afterSeq)`: мост из `StreamManager`.
+//! Область и фильтр применяются до того, как событие попадёт в очередь
+//! соединения; по истечении токена поток закрывается с UNAUTHENTICATED.
+
+use std::sync::Arc;
+
+use async_graphql::{Context, Result, Subscription};
+use futures::{Stream, StreamExt};
+use uuid::Uuid;
+
+use super::types::{EventFilterInput, EventNode};
+use super::auth_state;
+use crate::api::ApiContext;
+use crate::api::error::ApiError;
+use crate::api::reads;
+
+/// Живые события.
+#[derive(Default)]
+pub struct EventSubscription;
+
+#[Subscription]
+impl EventSubscription {
+    /// События проекта по мере фиксации; с `afterSeq` — сначала сохранённые после него.
+    async fn events(
+        &self,
+        ctx: &Context<'_>,
+        project_id: Uuid,
+        filter: Option<EventFilterInput>,
+        after_seq: Option<String>,
+    ) -> Result<impl Stream<Item = Result<EventNode>> + use<>> {
+        let auth = auth_state(ctx).map_err(ApiError::into_gql)?.clone();
+        let api = ctx.data::<ApiContext>()?;
+        let filter = filter.map(Into::into).unwrap_or_default();
+        let scope = reads::scope_for(&auth.principal, project_id, &filter).map_err(ApiError::into_gql)?;
+        let after = after_seq
+            .map(|s| {
+                s.parse::<i64>()
+                    .ok()
+                    .filter(|v| *v >= 0)
+                    .ok_or_else(|| ApiError::bad_input("afterSeq", "must be a non-negative integer string"))
+            })
+            .transpose()
+            .map_err(ApiError::into_gql)?;
+        let shared_scope = Arc::new(scope.clone());
+        let mut events = Box::pin(api.stream.subscribe(scope, filter, after));
+        let expires_at = auth.expires_at;
+        Ok(async_stream::stream! {
+            let remaining = (expires_at - chrono::Utc::now()).to_std().unwrap_or_default();
+            let expiry = tokio::time::sleep(remaining);
+            tokio::pin!(expiry);
+            loop {
+                tokio::select! {
+                    // Токен истёк: закрываем поток, клиент должен переподключиться с новым.
+                    _ = &mut expiry => {
+                        yield Err(ApiError::Unauthenticated("token expired".into()).into_gql());
+                        return;
+                    }
+                    item = events.next() => match item {
+                        Some(Ok(e)) => yield Ok(EventNode { event: e, scope: shared_scope.clone() }),
+                        Some(Err(e)) => { yield Err(ApiError::from(e).into_gql()); return; }
+                        None => return,
+                    }
+                }
+            }
+        })
+    }
+}

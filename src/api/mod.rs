@@ -1,0 +1,95 @@
+//! HTTP-слой: единственный модуль, который знает axum и async-graphql.
+//!
+//! - [`graphql`] — схема, `POST/GET /graphql`, websocket `/graphql/ws`;
+//! - [`rest`] — маршруты совместимости SPEC §6;
+//! - [`health`] — `/healthz`, `/readyz`, `/metrics`;
+//! - [`reads`] — общий конвейер чтения (область, курсоры, пределы) для всех входов;
+//! - [`error`] — [`ApiError`](error::ApiError) и его вид для клиента.
+
+pub mod error;
+pub mod graphql;
+pub mod health;
+pub mod reads;
+pub mod rest;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::auth::JwtKeys;
+use crate::config::Settings;
+use crate::query::CursorCodec;
+use crate::storage::Store;
+use crate::stream::StreamManager;
+use graphql::AppSchema;
+
+/// Всё, что нужно резолверам и REST: хранилище, поток, кодек курсоров.
+#[derive(Clone)]
+pub struct ApiContext {
+    /// Хранилище (чтение).
+    pub store: Store,
+    /// Поток (приём и подписки).
+    pub stream: StreamManager,
+    /// Кодек курсоров.
+    pub cursors: CursorCodec,
+}
+
+/// Состояние маршрутизатора.
+#[derive(Clone)]
+pub struct AppState {
+    /// Контекст чтения и записи.
+    pub api: ApiContext,
+    /// Схема GraphQL.
+    pub schema: AppSchema,
+    /// Ключи JWT.
+    pub keys: JwtKeys,
+    /// Настройки.
+    pub settings: Arc<Settings>,
+    /// Экспортёр метрик.
+    pub metrics: PrometheusHandle,
+}
+
+/// Собирает маршрутизатор со всеми слоями.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.settings.body_limit;
+    Router::new()
+        .route("/graphql", get(graphql::http::graphql_get).post(graphql::http::graphql_post))
+        .route("/graphql/ws", get(graphql::ws::graphql_ws))
+        .route("/my/projects/{project_id}/events", get(rest::events))
+        .route("/my/projects/{project_id}/events/{session_id}", get(rest::session_events))
+        .route("/my/projects/{project_id}/analytics", get(rest::analytics))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn(track_request))
+        // Паника в обработчике — 500 без подробностей, а не оборванное соединение.
+        .layer(CatchPanicLayer::new())
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Длительность запросов по маршрутам (`eventlog_http_request_duration_seconds`).
+async fn track_request(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    metrics::histogram!(
+        crate::metrics::HTTP_REQUEST_DURATION,
+        "route" => route,
+        "status" => resp.status().as_u16().to_string()
+    )
+    .record(started.elapsed().as_secs_f64());
+    resp
+}

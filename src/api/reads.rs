@@ -1,0 +1,147 @@
+//! Общий конвейер чтения для GraphQL, REST и подписок: проверка `first`/`limit`,
+//! область доступа вызывающего, разбор и выдача курсоров. Ни GraphQL, ни REST не
+//! повторяют эту логику — оба зовут функции отсюда.
+
+use uuid::Uuid;
+
+use super::ApiContext;
+use super::error::{ApiError, cursor_error};
+use crate::model::Event;
+use crate::query::{CursorKind, EventFilter, Position, Principal, QueryBinding, ReadScope, SortOrder};
+use crate::storage::analytics::{Analytics, Bucket};
+use crate::storage::events::SessionSummary;
+
+/// Пределы `first` (SPEC §5).
+pub const MAX_PAGE: i64 = 500;
+/// Предел `first` для `sessionEvents`.
+pub const MAX_SESSION_PAGE: i64 = 5000;
+
+/// Запрос страницы событий.
+#[derive(Debug, Clone)]
+pub struct EventsRequest<'a> {
+    /// Вид запроса (к нему привязан курсор).
+    pub kind: CursorKind,
+    /// Проект.
+    pub project_id: Uuid,
+    /// Фильтр.
+    pub filter: EventFilter,
+    /// Порядок.
+    pub order: SortOrder,
+    /// Размер страницы, как прислал клиент.
+    pub first: i64,
+    /// Пропуск строк (REST `offset`).
+    pub offset: i64,
+    /// Курсор.
+    pub after: Option<&'a str>,
+    /// Имена полей для сообщений об ошибках: (`first`|`limit`, `after`|`cursor`).
+    pub names: (&'a str, &'a str),
+}
+
+/// Страница с курсорами.
+#[derive(Debug, Clone)]
+pub struct PageOut<T> {
+    /// Область, в которой читали (для DataLoader сессий).
+    pub scope: ReadScope,
+    /// Элементы с курсорами.
+    pub items: Vec<(String, T)>,
+    /// Есть ли следующая страница.
+    pub has_next: bool,
+    /// Была ли страница перед этой (задан курсор или смещение).
+    pub has_previous: bool,
+}
+
+fn check_first(field: &str, first: i64, max: i64) -> Result<usize, ApiError> {
+    if !(1..=max).contains(&first) {
+        return Err(ApiError::bad_input(field, format!("must be between 1 and {max}")));
+    }
+    Ok(first as usize)
+}
+
+/// Проверяет фильтр и возвращает область чтения проекта.
+pub fn scope_for(principal: &Principal, project_id: Uuid, filter: &EventFilter) -> Result<ReadScope, ApiError> {
+    filter.validate().map_err(|e| e.at("filter"))?;
+    Ok(principal.read_scope(project_id)?)
+}
+
+/// Страница событий (`events`, `sessionEvents`, REST).
+pub async fn events_page(
+    ctx: &ApiContext,
+    principal: &Principal,
+    req: EventsRequest<'_>,
+) -> Result<PageOut<Event>, ApiError> {
+    let max = if req.kind == CursorKind::SessionEvents { MAX_SESSION_PAGE } else { MAX_PAGE };
+    let limit = check_first(req.names.0, req.first, max)?;
+    if req.offset < 0 {
+        return Err(ApiError::bad_input("offset", "must be at least 0"));
+    }
+    let scope = scope_for(principal, req.project_id, &req.filter)?;
+    let binding = QueryBinding::new(req.kind, &scope, req.order, Some(&req.filter), "");
+    let after = req
+        .after
+        .map(|c| ctx.cursors.decode(binding, c))
+        .transpose()
+        .map_err(|e| cursor_error(req.names.1, e))?;
+    let page = ctx
+        .store
+        .page(&scope, &req.filter, req.order, limit, req.offset as usize, after)
+        .await?;
+    let items = page
+        .items
+        .into_iter()
+        .map(|e| {
+            let c = ctx.cursors.encode(binding, Position { at: e.created_at, id: e.id });
+            (c, e)
+        })
+        .collect();
+    Ok(PageOut {
+        scope,
+        items,
+        has_next: page.has_next,
+        has_previous: after.is_some() || req.offset > 0,
+    })
+}
+
+/// Страница сессий.
+pub async fn sessions_page(
+    ctx: &ApiContext,
+    principal: &Principal,
+    project_id: Uuid,
+    filter: EventFilter,
+    first: i64,
+    after: Option<&str>,
+) -> Result<PageOut<SessionSummary>, ApiError> {
+    let limit = check_first("first", first, MAX_PAGE)?;
+    let scope = scope_for(principal, project_id, &filter)?;
+    let binding = QueryBinding::new(CursorKind::Sessions, &scope, SortOrder::NewestFirst, Some(&filter), "");
+    let after = after
+        .map(|c| ctx.cursors.decode(binding, c))
+        .transpose()
+        .map_err(|e| cursor_error("after", e))?;
+    let page = ctx.store.sessions_page(&scope, &filter, limit, after).await?;
+    let items = page
+        .items
+        .into_iter()
+        .map(|s| {
+            let c = ctx.cursors.encode(binding, Position { at: s.last_event_at, id: s.session_id });
+            (c, s)
+        })
+        .collect();
+    Ok(PageOut {
+        scope,
+        items,
+        has_next: page.has_next,
+        has_previous: after.is_some(),
+    })
+}
+
+/// Аналитика проекта.
+pub async fn analytics(
+    ctx: &ApiContext,
+    principal: &Principal,
+    project_id: Uuid,
+    filter: EventFilter,
+    bucket: Bucket,
+) -> Result<Analytics, ApiError> {
+    let scope = scope_for(principal, project_id, &filter)?;
+    Ok(ctx.store.analytics(&scope, &filter, bucket).await?)
+}

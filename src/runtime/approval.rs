@@ -1,0 +1,682 @@
+//! [`ApprovalManager`]: согласование рискованных действий человеком.
+//!
+//! Владеет ожидающими согласованиями: одна фоновая задача держит
+//! `HashMap<ApprovalId, oneshot::Sender<Decision>>` (вместе с таймерами), а
+//! дескриптор [`ApprovalManager`] лишь шлёт ей команды. Поэтому решение,
+//! предупреждение и истечение одного согласования никогда не гоняются друг с
+//! другом: всё происходит по очереди в одной задаче.
+//!
+//! События (SPEC §3):
+//! - `APPROVAL_REQUIRED` — при [`ApprovalManager::request`]: `tool_name`,
+//!   `approval_status=PENDING`; нагрузка `approval_id`, `expires_at`, `risk_level`,
+//!   `reason` (+ `tool_name`, `tool_call_id`, `agent_id`, `expires_in_ms`).
+//! - `APPROVAL_RESOLVED` — при [`ApprovalManager::resolve`]: `APPROVED`/`REJECTED`;
+//!   `approval_id`, `resolved_by`, `comment`, `wait_ms`.
+//! - `APPROVAL_TIMEOUT_WARNING` — ровно за [`WARNING_BEFORE_EXPIRY`] (30 с) до
+//!   истечения: `PENDING`; `approval_id`, `expires_at`, `seconds_left`.
+//! - `APPROVAL_TIMEOUT` — при истечении: `TIMEOUT`; `approval_id`, `waited_ms`.
+//!
+//! # Таймеры
+//!
+//! Все сроки считаются по часам tokio (`tokio::time::Instant`), поэтому тесты
+//! управляют ими через `tokio::time::pause()`/`advance()` без реального ожидания.
+//! Стеночное время (`expires_at`) вычисляется один раз при запросе.
+//!
+//! Предупреждение ставится, только если срок **строго больше** 30 с. При сроке
+//! ≤ 30 с согласование уже в момент запроса находится в «последних 30 секундах»:
+//! отдельного предупреждения нет, о сроке говорит `expires_at` в
+//! `APPROVAL_REQUIRED`, затем приходит `APPROVAL_RESOLVED` или `APPROVAL_TIMEOUT`.
+//! Решение, пришедшее в тот же тик, что и срок, проигрывает сроку: срок включителен.
+//!
+//! Вызывают: [`ToolExecutor`](super::ToolExecutor) (запросы перед рискованными
+//! инструментами) и люди/автоматы, принимающие решения (`resolve`).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::json;
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, sleep_until};
+use uuid::Uuid;
+
+use super::context::{Publisher, SessionContext, millis};
+use super::tool_executor::RiskLevel;
+use crate::model::{ApprovalStatus, EventType};
+
+/// За сколько до истечения испускается `APPROVAL_TIMEOUT_WARNING` (SPEC §3).
+pub const WARNING_BEFORE_EXPIRY: Duration = Duration::from_secs(30);
+
+/// Срок согласования по умолчанию.
+pub const DEFAULT_APPROVAL_EXPIRY: Duration = Duration::from_secs(300);
+
+/// Наибольший срок: более длинные сроки урезаются до него (30 дней).
+pub const MAX_APPROVAL_EXPIRY: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Идентификатор согласования (UUIDv7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ApprovalId(pub Uuid);
+
+impl ApprovalId {
+    /// Новый идентификатор.
+    pub fn new() -> Self {
+        Self(Uuid::now_v7())
+    }
+}
+
+impl Default for ApprovalId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for ApprovalId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for ApprovalId {
+    type Err = uuid::Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s).map(Self)
+    }
+}
+
+/// Ошибка менеджера согласований.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ApprovalError {
+    /// Такого согласования не было (или оно вытеснено из истории, см.
+    /// [`ApprovalConfig::history_limit`]).
+    #[error("approval {0} is unknown")]
+    UnknownId(ApprovalId),
+    /// Согласование уже решено; `status` — принятое решение.
+    #[error("approval {id} is already resolved as {}", status.as_str())]
+    AlreadyResolved {
+        /// Согласование.
+        id: ApprovalId,
+        /// Решение (`APPROVED` или `REJECTED`).
+        status: ApprovalStatus,
+    },
+    /// Срок согласования истёк; решение больше не принимается.
+    #[error("approval {id} has expired")]
+    Expired {
+        /// Согласование.
+        id: ApprovalId,
+    },
+    /// Фоновая задача менеджера остановлена.
+    #[error("approval manager is stopped")]
+    Closed,
+}
+
+/// Настройки [`ApprovalManager`].
+#[derive(Debug, Clone)]
+pub struct ApprovalConfig {
+    /// Срок, если запрос не задал свой (по умолчанию 5 минут).
+    pub default_expiry: Duration,
+    /// Сколько завершённых согласований помнить, чтобы отличать «уже решено» и
+    /// «истекло» от «неизвестно» (по умолчанию 10 000; старейшие вытесняются).
+    pub history_limit: usize,
+    /// Ёмкость очереди команд задачи (по умолчанию 1024).
+    pub command_capacity: usize,
+}
+
+impl Default for ApprovalConfig {
+    fn default() -> Self {
+        Self {
+            default_expiry: DEFAULT_APPROVAL_EXPIRY,
+            history_limit: 10_000,
+            command_capacity: 1024,
+        }
+    }
+}
+
+/// Что нужно согласовать.
+///
+/// ```
+/// use std::time::Duration;
+/// use eventlog::runtime::{ApprovalRequest, RiskLevel};
+///
+/// let req = ApprovalRequest::new("deploy", RiskLevel::Critical, "production deployment")
+///     .agent("ops-agent")
+///     .tool_call("call_1")
+///     .expires_in(Duration::from_secs(35));
+/// assert_eq!(req.expires_in, Some(Duration::from_secs(35)));
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApprovalRequest {
+    /// Инструмент, которому нужно разрешение.
+    pub tool_name: String,
+    /// Уровень риска.
+    pub risk_level: RiskLevel,
+    /// Почему нужно согласование (для человека).
+    pub reason: String,
+    /// Агент, запросивший инструмент.
+    pub agent_id: Option<String>,
+    /// Вызов инструмента (`tool_call_id`, как в OpenTelemetry GenAI).
+    pub tool_call_id: Option<String>,
+    /// Срок; `None` — [`ApprovalConfig::default_expiry`]; не больше
+    /// [`MAX_APPROVAL_EXPIRY`].
+    pub expires_in: Option<Duration>,
+}
+
+impl ApprovalRequest {
+    /// Запрос без агента, вызова и собственного срока.
+    pub fn new(
+        tool_name: impl Into<String>,
+        risk_level: RiskLevel,
+        reason: impl Into<String>,
+    ) -> Self {
+        Self {
+            tool_name: tool_name.into(),
+            risk_level,
+            reason: reason.into(),
+            agent_id: None,
+            tool_call_id: None,
+            expires_in: None,
+        }
+    }
+
+    /// Задаёт агента.
+    pub fn agent(mut self, agent_id: impl Into<String>) -> Self {
+        self.agent_id = Some(agent_id.into());
+        self
+    }
+
+    /// Задаёт вызов инструмента.
+    pub fn tool_call(mut self, tool_call_id: impl Into<String>) -> Self {
+        self.tool_call_id = Some(tool_call_id.into());
+        self
+    }
+
+    /// Задаёт срок.
+    pub fn expires_in(mut self, expiry: Duration) -> Self {
+        self.expires_in = Some(expiry);
+        self
+    }
+}
+
+/// Решение по согласованию.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Одобрено.
+    Approved {
+        /// Кто решил.
+        resolved_by: String,
+        /// Комментарий.
+        comment: Option<String>,
+    },
+    /// Отклонено.
+    Rejected {
+        /// Кто решил.
+        resolved_by: String,
+        /// Комментарий.
+        comment: Option<String>,
+    },
+    /// Срок истёк без решения.
+    TimedOut,
+}
+
+impl Decision {
+    /// Статус для колонки `approval_status`.
+    pub fn status(&self) -> ApprovalStatus {
+        match self {
+            Self::Approved { .. } => ApprovalStatus::Approved,
+            Self::Rejected { .. } => ApprovalStatus::Rejected,
+            Self::TimedOut => ApprovalStatus::Timeout,
+        }
+    }
+
+    /// Одобрено ли.
+    pub fn is_approved(&self) -> bool {
+        matches!(self, Self::Approved { .. })
+    }
+}
+
+/// Ожидающее согласование, выданное [`ApprovalManager::request`].
+#[derive(Debug)]
+pub struct PendingApproval {
+    /// Идентификатор (его передают в [`ApprovalManager::resolve`]).
+    pub id: ApprovalId,
+    /// Когда истекает (стеночное время).
+    pub expires_at: DateTime<Utc>,
+    /// Срок от момента запроса.
+    pub expires_in: Duration,
+    /// Конец канала решения; отправитель — в задаче менеджера. Если ожидающий
+    /// бросит `PendingApproval`, согласование остаётся открытым до решения или срока.
+    rx: oneshot::Receiver<Decision>,
+}
+
+impl PendingApproval {
+    /// Ждёт решения: одобрения, отклонения или истечения срока.
+    pub async fn decision(self) -> Result<Decision, ApprovalError> {
+        self.rx.await.map_err(|_| ApprovalError::Closed)
+    }
+}
+
+/// Сведения об открытом согласовании (для панелей и автоматических решателей).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApprovalInfo {
+    /// Идентификатор.
+    pub id: ApprovalId,
+    /// Сессия.
+    pub session: SessionContext,
+    /// Инструмент.
+    pub tool_name: String,
+    /// Риск.
+    pub risk_level: RiskLevel,
+    /// Причина.
+    pub reason: String,
+    /// Агент.
+    pub agent_id: Option<String>,
+    /// Вызов инструмента.
+    pub tool_call_id: Option<String>,
+    /// Когда истекает.
+    pub expires_at: DateTime<Utc>,
+    /// Срок от момента запроса.
+    pub expires_in: Duration,
+}
+
+/// Дешёвый `Clone`-дескриптор менеджера согласований.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use eventlog::logger::LoggerConfig;
+/// use eventlog::runtime::{ApprovalConfig, ApprovalManager, ApprovalRequest, RiskLevel, SessionContext};
+/// use eventlog::storage::Store;
+/// use eventlog::StreamManager;
+/// use uuid::Uuid;
+///
+/// let store = Store::connect("sqlite::memory:", Default::default()).await?;
+/// store.migrate_up().await?;
+/// let stream = StreamManager::start(store, LoggerConfig::default(), 1024);
+/// let approvals = ApprovalManager::start(stream.clone(), ApprovalConfig::default());
+///
+/// let ctx = SessionContext::new_session("alice", Uuid::now_v7());
+/// let pending = approvals
+///     .request(&ctx, ApprovalRequest::new("file_write", RiskLevel::High, "writes a file"))
+///     .await?;
+/// approvals.resolve(pending.id, true, "bob", Some("looks fine".into())).await?;
+/// assert!(pending.decision().await?.is_approved());
+/// // Повторное решение — понятная ошибка.
+/// assert!(approvals.resolve(pending.id, false, "bob", None).await.is_err());
+/// stream.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct ApprovalManager {
+    /// Очередь команд; получатель — у задачи [`ManagerTask`]. Когда все
+    /// дескрипторы брошены, задача дорабатывает открытые согласования (их сроки)
+    /// и завершается.
+    tx: mpsc::Sender<Command>,
+}
+
+impl fmt::Debug for ApprovalManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApprovalManager")
+            .field("closed", &self.tx.is_closed())
+            .finish()
+    }
+}
+
+type Reply<T> = oneshot::Sender<Result<T, ApprovalError>>;
+
+enum Command {
+    Request {
+        ctx: SessionContext,
+        req: ApprovalRequest,
+        reply: Reply<PendingApproval>,
+    },
+    Resolve {
+        id: ApprovalId,
+        approved: bool,
+        resolved_by: String,
+        comment: Option<String>,
+        reply: Reply<Decision>,
+    },
+    Pending {
+        reply: Reply<Vec<ApprovalInfo>>,
+    },
+}
+
+impl ApprovalManager {
+    /// Запускает задачу менеджера на текущем рантайме tokio.
+    pub fn start(publisher: impl Into<Publisher>, config: ApprovalConfig) -> Self {
+        let (tx, rx) = mpsc::channel(config.command_capacity.max(1));
+        let task = ManagerTask {
+            rx,
+            publisher: publisher.into(),
+            config,
+            pending: HashMap::new(),
+            timers: BTreeMap::new(),
+            timer_seq: 0,
+            history: HashMap::new(),
+            history_order: VecDeque::new(),
+        };
+        tokio::spawn(task.run());
+        Self { tx }
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, ApprovalError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| ApprovalError::Closed)?;
+        rx.await.map_err(|_| ApprovalError::Closed)?
+    }
+
+    /// Открывает согласование и испускает `APPROVAL_REQUIRED` (до возврата).
+    /// Решение ждут через [`PendingApproval::decision`].
+    pub async fn request(
+        &self,
+        ctx: &SessionContext,
+        req: ApprovalRequest,
+    ) -> Result<PendingApproval, ApprovalError> {
+        let ctx = ctx.clone();
+        self.call(|reply| Command::Request { ctx, req, reply }).await
+    }
+
+    /// Решает согласование и испускает `APPROVAL_RESOLVED`; ожидающий получает
+    /// решение. Ошибки: [`ApprovalError::AlreadyResolved`] (повторное решение),
+    /// [`ApprovalError::Expired`] (после срока), [`ApprovalError::UnknownId`].
+    pub async fn resolve(
+        &self,
+        id: ApprovalId,
+        approved: bool,
+        resolved_by: impl Into<String>,
+        comment: Option<String>,
+    ) -> Result<Decision, ApprovalError> {
+        let resolved_by = resolved_by.into();
+        self.call(|reply| Command::Resolve {
+            id,
+            approved,
+            resolved_by,
+            comment,
+            reply,
+        })
+        .await
+    }
+
+    /// Открытые согласования, по возрастанию срока.
+    pub async fn pending(&self) -> Result<Vec<ApprovalInfo>, ApprovalError> {
+        self.call(|reply| Command::Pending { reply }).await
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TimerKind {
+    Warning,
+    Expiry,
+}
+
+struct Pending {
+    info: ApprovalInfo,
+    /// Отправитель решения; получатель — в [`PendingApproval`] у ожидающего.
+    /// Бросить его (без отправки) — значит сообщить ожидающему `Closed`.
+    decision: oneshot::Sender<Decision>,
+    requested_at: Instant,
+    deadline: Instant,
+}
+
+/// Задача, владеющая всеми открытыми согласованиями и их таймерами.
+struct ManagerTask {
+    /// Получатель команд; отправители — в дескрипторах [`ApprovalManager`].
+    rx: mpsc::Receiver<Command>,
+    publisher: Publisher,
+    config: ApprovalConfig,
+    pending: HashMap<ApprovalId, Pending>,
+    /// Таймеры по сроку; второй элемент ключа различает одинаковые моменты.
+    /// Таймеры решённых согласований не удаляются, а пропускаются при срабатывании.
+    timers: BTreeMap<(Instant, u64), (ApprovalId, TimerKind)>,
+    timer_seq: u64,
+    /// Итоги завершённых согласований (ограниченная история).
+    history: HashMap<ApprovalId, ApprovalStatus>,
+    history_order: VecDeque<ApprovalId>,
+}
+
+impl ManagerTask {
+    async fn run(mut self) {
+        let mut accepting = true;
+        loop {
+            if !accepting && self.pending.is_empty() {
+                break;
+            }
+            let next = self.timers.first_key_value().map(|((at, _), _)| *at);
+            tokio::select! {
+                biased;
+                // Сроки раньше команд: решение в тот же тик, что и срок, опаздывает.
+                _ = sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => {
+                    self.fire_due_timers();
+                }
+                // Команда от дескриптора; `None` — все дескрипторы брошены.
+                cmd = self.rx.recv(), if accepting => match cmd {
+                    Some(cmd) => self.handle(cmd),
+                    None => accepting = false,
+                },
+            }
+        }
+        tracing::debug!("Approval manager stopped.");
+    }
+
+    fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Request { ctx, req, reply } => {
+                let pending = self.open(ctx, req);
+                let _ = reply.send(Ok(pending));
+            }
+            Command::Resolve {
+                id,
+                approved,
+                resolved_by,
+                comment,
+                reply,
+            } => {
+                let result = self.resolve(id, approved, resolved_by, comment);
+                let _ = reply.send(result);
+            }
+            Command::Pending { reply } => {
+                let mut list: Vec<_> = self.pending.values().collect();
+                list.sort_by_key(|p| (p.deadline, p.info.id));
+                let _ = reply.send(Ok(list.into_iter().map(|p| p.info.clone()).collect()));
+            }
+        }
+    }
+
+    fn add_timer(&mut self, at: Instant, id: ApprovalId, kind: TimerKind) {
+        self.timer_seq += 1;
+        self.timers.insert((at, self.timer_seq), (id, kind));
+    }
+
+    fn open(&mut self, ctx: SessionContext, req: ApprovalRequest) -> PendingApproval {
+        let id = ApprovalId::new();
+        let expires_in = req
+            .expires_in
+            .unwrap_or(self.config.default_expiry)
+            .min(MAX_APPROVAL_EXPIRY);
+        let now = Instant::now();
+        let deadline = now + expires_in;
+        let expires_at = chrono::Duration::from_std(expires_in)
+            .ok()
+            .and_then(|d| Utc::now().checked_add_signed(d))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        let (tx, rx) = oneshot::channel();
+
+        let event = ctx
+            .event(EventType::ApprovalRequired)
+            .tool(req.tool_name.clone())
+            .approval(ApprovalStatus::Pending)
+            .payload(json!({
+                "approval_id": id.to_string(),
+                "expires_at": rfc3339(expires_at),
+                "risk_level": req.risk_level.as_str(),
+                "reason": req.reason,
+                "tool_name": req.tool_name,
+                "tool_call_id": req.tool_call_id,
+                "agent_id": req.agent_id,
+                "expires_in_ms": millis(expires_in),
+            }));
+        self.publisher.publish(event);
+        tracing::debug!(%id, tool_name = %req.tool_name, expires_in_ms = millis(expires_in), "Approval requested.");
+
+        if expires_in > WARNING_BEFORE_EXPIRY {
+            self.add_timer(deadline - WARNING_BEFORE_EXPIRY, id, TimerKind::Warning);
+        }
+        self.add_timer(deadline, id, TimerKind::Expiry);
+
+        let info = ApprovalInfo {
+            id,
+            session: ctx,
+            tool_name: req.tool_name,
+            risk_level: req.risk_level,
+            reason: req.reason,
+            agent_id: req.agent_id,
+            tool_call_id: req.tool_call_id,
+            expires_at,
+            expires_in,
+        };
+        self.pending.insert(
+            id,
+            Pending {
+                info,
+                decision: tx,
+                requested_at: now,
+                deadline,
+            },
+        );
+        PendingApproval {
+            id,
+            expires_at,
+            expires_in,
+            rx,
+        }
+    }
+
+    fn resolve(
+        &mut self,
+        id: ApprovalId,
+        approved: bool,
+        resolved_by: String,
+        comment: Option<String>,
+    ) -> Result<Decision, ApprovalError> {
+        let Some(p) = self.pending.remove(&id) else {
+            return Err(match self.history.get(&id) {
+                Some(ApprovalStatus::Timeout) => ApprovalError::Expired { id },
+                Some(status) => ApprovalError::AlreadyResolved {
+                    id,
+                    status: *status,
+                },
+                None => ApprovalError::UnknownId(id),
+            });
+        };
+        let decision = if approved {
+            Decision::Approved {
+                resolved_by: resolved_by.clone(),
+                comment: comment.clone(),
+            }
+        } else {
+            Decision::Rejected {
+                resolved_by: resolved_by.clone(),
+                comment: comment.clone(),
+            }
+        };
+        let wait_ms = millis(Instant::now().saturating_duration_since(p.requested_at));
+        let event = p
+            .info
+            .session
+            .event(EventType::ApprovalResolved)
+            .approval(decision.status())
+            .payload(json!({
+                "approval_id": id.to_string(),
+                "resolved_by": resolved_by,
+                "comment": comment,
+                "wait_ms": wait_ms,
+                "tool_name": p.info.tool_name,
+                "tool_call_id": p.info.tool_call_id,
+            }));
+        self.publisher.publish(event);
+        tracing::debug!(%id, approved, wait_ms, "Approval resolved.");
+        self.remember(id, decision.status());
+        // Ожидающий мог уйти (вызов отменён) — решение всё равно записано.
+        let _ = p.decision.send(decision.clone());
+        Ok(decision)
+    }
+
+    fn fire_due_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(entry) = self.timers.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let (id, kind) = entry.remove();
+            match kind {
+                TimerKind::Warning => self.warn(id, now),
+                TimerKind::Expiry => self.expire(id, now),
+            }
+        }
+    }
+
+    fn warn(&mut self, id: ApprovalId, now: Instant) {
+        let Some(p) = self.pending.get(&id) else {
+            return;
+        };
+        let seconds_left = p.deadline.saturating_duration_since(now).as_secs_f64().round() as u64;
+        let event = p
+            .info
+            .session
+            .event(EventType::ApprovalTimeoutWarning)
+            .approval(ApprovalStatus::Pending)
+            .payload(json!({
+                "approval_id": id.to_string(),
+                "expires_at": rfc3339(p.info.expires_at),
+                "seconds_left": seconds_left,
+                "tool_name": p.info.tool_name,
+                "tool_call_id": p.info.tool_call_id,
+            }));
+        self.publisher.publish(event);
+        tracing::debug!(%id, seconds_left, "Approval expires soon.");
+    }
+
+    fn expire(&mut self, id: ApprovalId, now: Instant) {
+        let Some(p) = self.pending.remove(&id) else {
+            return;
+        };
+        let waited_ms = millis(now.saturating_duration_since(p.requested_at));
+        let event = p
+            .info
+            .session
+            .event(EventType::ApprovalTimeout)
+            .approval(ApprovalStatus::Timeout)
+            .payload(json!({
+                "approval_id": id.to_string(),
+                "waited_ms": waited_ms,
+                "expires_at": rfc3339(p.info.expires_at),
+                "tool_name": p.info.tool_name,
+                "tool_call_id": p.info.tool_call_id,
+            }));
+        self.publisher.publish(event);
+        tracing::info!(%id, waited_ms, tool_name = %p.info.tool_name, "Approval timed out.");
+        self.remember(id, ApprovalStatus::Timeout);
+        let _ = p.decision.send(Decision::TimedOut);
+    }
+
+    fn remember(&mut self, id: ApprovalId, status: ApprovalStatus) {
+        self.history.insert(id, status);
+        self.history_order.push_back(id);
+        while self.history_order.len() > self.config.history_limit {
+            if let Some(old) = self.history_order.pop_front() {
+                self.history.remove(&old);
+            }
+        }
+    }
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}

@@ -1,0 +1,212 @@
+//! Сборка и запуск приложения: [`Application::build`] подключается к базе,
+//! применяет миграции, ставит метрики, запускает писателя, фоновую очистку и
+//! HTTP-сервер; [`Application::run_until_stopped`] обслуживает запросы до отмены
+//! и затем дописывает очередь.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::RngCore;
+use secrecy::ExposeSecret;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use crate::api::{self, ApiContext, AppState};
+use crate::auth::JwtKeys;
+use crate::config::Settings;
+use crate::logger::ShutdownReport;
+use crate::query::{CursorCodec, Role};
+use crate::storage::{PoolOptions, StorageError, Store};
+use crate::stream::{DEFAULT_LIVE_CAPACITY, StreamManager};
+
+/// Ошибка запуска.
+#[derive(Debug, Error)]
+pub enum StartupError {
+    /// База недоступна или миграция не прошла.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// Не удалось занять адрес.
+    #[error("cannot bind {0}: {1}")]
+    Bind(std::net::SocketAddr, std::io::Error),
+}
+
+/// Готовые токены демонстрационного проекта (когда секрет не задан).
+#[derive(Debug, Clone)]
+pub struct DemoTokens {
+    /// Демонстрационный проект.
+    pub project_id: Uuid,
+    /// Токен пользователя `demo-user`.
+    pub user: String,
+    /// Токен администратора проекта.
+    pub admin: String,
+    /// Токен сервиса проекта.
+    pub service: String,
+}
+
+/// Собранное, но ещё не запущенное приложение.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+    demo: Option<DemoTokens>,
+}
+
+impl Application {
+    /// Подключается, мигрирует, запускает писателя и занимает адрес.
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let store = Store::connect(
+            &settings.database_url,
+            PoolOptions {
+                max_connections: settings.db_max_connections,
+                ..Default::default()
+            },
+        )
+        .await?;
+        if !settings.no_migrate {
+            store.migrate_up().await?;
+        }
+        let metrics = crate::metrics::install();
+        let (secret, generated) = match &settings.jwt_secret {
+            Some(s) => (s.expose_secret().as_bytes().to_vec(), false),
+            None => {
+                let mut buf = [0u8; 32];
+                rand::rng().fill_bytes(&mut buf);
+                (buf.to_vec(), true)
+            }
+        };
+        let keys = JwtKeys::new(&secret);
+        let demo = generated.then(|| demo_tokens(&keys));
+        let stream = StreamManager::start(store.clone(), settings.logger_config(), DEFAULT_LIVE_CAPACITY);
+        let api_ctx = ApiContext {
+            store: store.clone(),
+            stream,
+            cursors: CursorCodec::new(&secret),
+        };
+        let schema = api::graphql::build_schema(Some(api_ctx.clone()), !settings.disable_introspection);
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .map_err(|e| StartupError::Bind(settings.listen, e))?;
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        if settings.retention_days > 0 {
+            tracker.spawn(retention_loop(store, settings.retention_days, cancel.clone()));
+        }
+        Ok(Self {
+            listener,
+            state: AppState {
+                api: api_ctx,
+                schema,
+                keys,
+                settings: Arc::new(settings),
+                metrics,
+            },
+            cancel,
+            tracker,
+            demo,
+        })
+    }
+
+    /// Занятый порт (в тестах адрес `:0`).
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// Токен отмены: его отмена останавливает сервер.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// Готовые токены, если секрет сгенерирован на этот запуск.
+    pub fn demo_tokens(&self) -> Option<&DemoTokens> {
+        self.demo.as_ref()
+    }
+
+    /// Поток событий приложения (для встраивания и тестов).
+    pub fn stream(&self) -> StreamManager {
+        self.state.api.stream.clone()
+    }
+
+    /// Ключи JWT приложения.
+    pub fn keys(&self) -> JwtKeys {
+        self.state.keys.clone()
+    }
+
+    /// Хранилище приложения.
+    pub fn store(&self) -> Store {
+        self.state.api.store.clone()
+    }
+
+    /// Обслуживает запросы до отмены токена, затем перестаёт принимать соединения,
+    /// дописывает очередь писателя и ждёт фоновые задачи.
+    pub async fn run_until_stopped(self) -> std::io::Result<ShutdownReport> {
+        let stream = self.state.api.stream.clone();
+        let router = api::router(self.state);
+        tracing::info!(addr = ?self.listener.local_addr().ok(), "Listening.");
+        let cancel = self.cancel.clone();
+        axum::serve(self.listener, router)
+            .with_graceful_shutdown(async move { cancel.cancelled().await })
+            .await?;
+        self.cancel.cancel();
+        let report = stream.shutdown().await;
+        self.tracker.close();
+        self.tracker.wait().await;
+        tracing::info!(drained = report.drained, lost = report.lost, "Stopped.");
+        Ok(report)
+    }
+}
+
+fn demo_tokens(keys: &JwtKeys) -> DemoTokens {
+    let project_id = Uuid::now_v7();
+    let ttl = chrono::Duration::hours(24);
+    let mint = |sub: &str, role: Role, projects: Option<Vec<Uuid>>| {
+        keys.mint(sub, role, projects, ttl).unwrap_or_default()
+    };
+    DemoTokens {
+        project_id,
+        user: mint("demo-user", Role::User, Some(vec![project_id])),
+        admin: mint("demo-admin", Role::Admin, Some(vec![project_id])),
+        service: mint("demo-service", Role::Service, Some(vec![project_id])),
+    }
+}
+
+/// Фоновая очистка: раз в час удаляет события старше срока порциями.
+async fn retention_loop(store: Store, days: u32, cancel: CancellationToken) {
+    loop {
+        let cutoff = chrono::Utc::now() - chrono::Duration::days(i64::from(days));
+        match store.purge_older_than(cutoff, 10_000).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, days, "Retention purge finished."),
+            Err(e) => tracing::warn!(error = %e, "Retention purge failed; will retry."),
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+        }
+    }
+}
+
+/// Сигнал остановки: SIGINT или SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}
