@@ -54,6 +54,12 @@ pub struct Settings {
     /// Максимум соединений пула базы.
     #[arg(long, env = "EVENTLOG_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
+    /// Ёмкость живого буфера подписок, событий; отставший сильнее получает LAGGED.
+    #[arg(long, env = "EVENTLOG_LIVE_BUFFER", default_value_t = 16_384)]
+    pub live_buffer: usize,
+    /// Сколько ждать `connection_init` на websocket, мс.
+    #[arg(long, env = "EVENTLOG_WS_INIT_TIMEOUT_MS", default_value_t = 10_000)]
+    pub ws_init_timeout_ms: u64,
 }
 
 impl Settings {
@@ -75,6 +81,8 @@ impl Settings {
             request_timeout_ms: 30_000,
             shutdown_timeout_ms: 10_000,
             db_max_connections: 16,
+            live_buffer: 16_384,
+            ws_init_timeout_ms: 10_000,
         }
     }
 

@@ -20,7 +20,7 @@ use crate::config::Settings;
 use crate::logger::ShutdownReport;
 use crate::query::{CursorCodec, Role};
 use crate::storage::{PoolOptions, StorageError, Store};
-use crate::stream::{DEFAULT_LIVE_CAPACITY, StreamManager};
+use crate::stream::StreamManager;
 
 /// Ошибка запуска.
 #[derive(Debug, Error)]
@@ -80,7 +80,7 @@ impl Application {
         };
         let keys = JwtKeys::new(&secret);
         let demo = generated.then(|| demo_tokens(&keys));
-        let stream = StreamManager::start(store.clone(), settings.logger_config(), DEFAULT_LIVE_CAPACITY);
+        let stream = StreamManager::start(store.clone(), settings.logger_config(), settings.live_buffer);
         let api_ctx = ApiContext {
             store: store.clone(),
             stream,

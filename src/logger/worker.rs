@@ -35,6 +35,8 @@ pub(super) struct Worker {
     /// Наибольший опубликованный seq: всё, что выше и уже есть в базе после
     /// неоднозначной ошибки фиксации, — наше и ещё не опубликовано.
     last_published: i64,
+    /// Сколько событий записано после начала остановки.
+    drained: usize,
 }
 
 impl Worker {
@@ -55,6 +57,7 @@ impl Worker {
             state,
             deadline: None,
             last_published: 0,
+            drained: 0,
         }
     }
 
@@ -79,12 +82,19 @@ impl Worker {
                 tokio::select! {
                     // Таймер первого события истёк — пишем, что есть.
                     _ = sleep_until(flush_at) => break,
+                    // Остановка: не ждём таймер, пишем сразу, дальше — дописывание.
+                    _ = self.cancel.cancelled() => break,
                     // Добираем сколько есть, но не больше размера пакета.
                     n = self.rx.recv_many(&mut batch, want) => if n == 0 { break },
                 }
             }
+            let n = batch.len();
+            let cancelled = self.cancel.is_cancelled();
             if let Err((DeadlineHit, rest)) = self.flush(batch).await {
-                return self.give_up(rest, 0);
+                return self.give_up(rest);
+            }
+            if cancelled {
+                self.drained += n;
             }
         }
         self.drain().await
@@ -95,7 +105,6 @@ impl Worker {
         self.rx.close();
         self.start_deadline();
         let batch_size = self.config.batch_size.max(1);
-        let mut drained = 0;
         loop {
             let mut batch = Vec::with_capacity(batch_size);
             while batch.len() < batch_size {
@@ -106,18 +115,19 @@ impl Worker {
             }
             if batch.is_empty() {
                 metrics::gauge!(m::QUEUE_DEPTH).set(0.0);
-                return ShutdownReport { drained, lost: 0 };
+                return ShutdownReport { drained: self.drained, lost: 0 };
             }
             let n = batch.len();
             match self.flush(batch).await {
-                Ok(()) => drained += n,
-                Err((DeadlineHit, rest)) => return self.give_up(rest, drained),
+                Ok(()) => self.drained += n,
+                Err((DeadlineHit, rest)) => return self.give_up(rest),
             }
         }
     }
 
     /// Срок истёк: считаем, что осталось, и сообщаем на уровне ERROR (потеря данных).
-    fn give_up(mut self, rest: Vec<Queued>, drained: usize) -> ShutdownReport {
+    fn give_up(mut self, rest: Vec<Queued>) -> ShutdownReport {
+        let drained = self.drained;
         self.rx.close();
         let mut lost = rest.len();
         while self.rx.try_recv().is_ok() {

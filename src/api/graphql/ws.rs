@@ -3,7 +3,7 @@
 //! Поверх протокола async-graphql добавлены защиты, которых в нём нет:
 //! - токен из `connection_init` (`{"Authorization": "Bearer …"}`, ключ без учёта
 //!   регистра) проверяется здесь; отказ закрывает сокет с кодом 4403;
-//! - нет `connection_init` за [`CONNECTION_INIT_TIMEOUT`] — закрытие 4408;
+//! - нет `connection_init` за `ws_init_timeout_ms` (10 с по умолчанию) — закрытие 4408;
 //! - повтор id активной подписки — закрытие 4409 (graphql-transport-ws) или
 //!   ошибка для этого id (graphql-ws), а не тихая подмена;
 //! - не более [`MAX_SUBSCRIPTIONS_PER_CONNECTION`] подписок на соединение;
@@ -31,8 +31,6 @@ use crate::auth::{Authenticated, JwtKeys, bearer_token};
 
 /// Наибольшее число одновременных подписок на одном соединении.
 pub const MAX_SUBSCRIPTIONS_PER_CONNECTION: usize = 100;
-/// Сколько ждать `connection_init` после подключения.
-pub const CONNECTION_INIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Предел размера сообщения клиента, байт.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 /// Предел размера кадра, байт.
@@ -190,7 +188,7 @@ async fn serve(state: AppState, socket: WebSocket, proto: WebSocketProtocols) {
             }
         });
     futures::pin_mut!(gql);
-    let init_deadline = tokio::time::sleep(CONNECTION_INIT_TIMEOUT);
+    let init_deadline = tokio::time::sleep(Duration::from_millis(state.settings.ws_init_timeout_ms));
     tokio::pin!(init_deadline);
     loop {
         let waiting_init = !lock(&guard).init_seen;

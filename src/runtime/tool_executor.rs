@@ -1,0 +1,751 @@
+//! [`ToolExecutor`]: реестр инструментов, оценка риска, согласование рискованных
+//! вызовов, таймауты и перехват паник.
+//!
+//! Один вызов [`ToolExecutor::call`] испускает (SPEC §3):
+//! 1. `TOOL_REQUEST` до запуска: `tool_name`, `agent_id`; нагрузка `tool_type`,
+//!    `input` (усечённый), `risk_level`, `risk_factors`, `tool_call_id`
+//!    (+ `requires_approval`, `attempt`, если он есть во входе).
+//! 2. Для риска HIGH/CRITICAL — согласование через [`ApprovalManager`]
+//!    (`APPROVAL_REQUIRED` … `APPROVAL_RESOLVED`/`APPROVAL_TIMEOUT`). Инструмент
+//!    запускается только после одобрения; отказ или истечение срока — вызов
+//!    отклонён: `TOOL_RESULT` со `status=error` и кодом
+//!    [`APPROVAL_REJECTED`](super::codes::APPROVAL_REJECTED) /
+//!    [`APPROVAL_TIMEOUT`](super::codes::APPROVAL_TIMEOUT), а инструмент не
+//!    исполняется. Это не исключение, поэтому `ERROR` здесь не испускается.
+//! 3. Исполнение в отдельной задаче tokio с таймаутом инструмента. Ошибка,
+//!    паника или таймаут — сначала `ERROR` (`error_code`; `error_message`,
+//!    `stack_trace`, `source="tool_executor"`), затем `TOOL_RESULT` со
+//!    `status=error` и тем же `error_code`. Паника не роняет исполнителя:
+//!    её ловит `JoinError` задачи.
+//! 4. `TOOL_RESULT`: `tool_name`, `agent_id`; нагрузка `status`
+//!    (`success`/`error`), `duration_ms` (время исполнения инструмента; 0, если
+//!    он не запускался), `output` (усечённый), `tool_call_id`.
+//!
+//! # Усечение
+//!
+//! `input` в `TOOL_REQUEST` и `output` в `TOOL_RESULT` кладутся в нагрузку как
+//! JSON, если их сериализация не длиннее [`ToolExecutorConfig::max_payload_bytes`]
+//! (по умолчанию [`DEFAULT_MAX_PAYLOAD_BYTES`] = 4 КиБ). Иначе вместо значения
+//! кладётся строка — первые байты сериализации (по границе символа) с «…», и
+//! добавляются ключи `output_truncated: true` (`input_truncated`) и
+//! `output_bytes` (`input_bytes`) — полный размер. Так событие гарантированно
+//! укладывается в предел нагрузки 64 КиБ.
+//!
+//! Вызывают: [`OrchestratorRouter`](super::OrchestratorRouter) и любые
+//! приложения, встраивающие библиотеку.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use thiserror::Error;
+use tokio::time::Instant;
+use tokio_util::task::AbortOnDropHandle;
+use uuid::Uuid;
+
+use super::approval::{ApprovalError, ApprovalManager, ApprovalRequest, Decision};
+use super::codes;
+use super::context::{Publisher, SessionContext, millis, panic_message, stack_trace, truncate_str};
+use crate::model::EventType;
+
+/// Таймаут инструмента по умолчанию.
+pub const DEFAULT_TOOL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Предел сериализованного `input`/`output` в нагрузке по умолчанию, байт.
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 4096;
+
+/// Уровень риска вызова (значение `risk_level`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RiskLevel {
+    /// Безопасно.
+    Low,
+    /// Умеренно.
+    Medium,
+    /// Высокий: нужно согласование.
+    High,
+    /// Критический: нужно согласование.
+    Critical,
+}
+
+impl RiskLevel {
+    /// Строковое значение (`LOW`, `MEDIUM`, `HIGH`, `CRITICAL`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Low => "LOW",
+            Self::Medium => "MEDIUM",
+            Self::High => "HIGH",
+            Self::Critical => "CRITICAL",
+        }
+    }
+
+    /// Нужно ли согласование (HIGH и CRITICAL).
+    pub fn requires_approval(self) -> bool {
+        self >= Self::High
+    }
+}
+
+impl fmt::Display for RiskLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Оценка риска конкретного вызова: уровень и факторы (человекочитаемые причины).
+///
+/// ```
+/// use eventlog::runtime::{RiskAssessment, RiskLevel};
+/// let r = RiskAssessment::new(RiskLevel::Low).escalate(RiskLevel::High, "writes to disk");
+/// assert_eq!(r.level, RiskLevel::High);
+/// assert_eq!(r.factors, vec!["writes to disk".to_string()]);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RiskAssessment {
+    /// Уровень.
+    pub level: RiskLevel,
+    /// Факторы риска.
+    pub factors: Vec<String>,
+}
+
+impl RiskAssessment {
+    /// Оценка без факторов.
+    pub fn new(level: RiskLevel) -> Self {
+        Self {
+            level,
+            factors: Vec::new(),
+        }
+    }
+
+    /// Добавляет фактор и поднимает уровень до `level`, если он выше текущего.
+    pub fn escalate(mut self, level: RiskLevel, factor: impl Into<String>) -> Self {
+        self.level = self.level.max(level);
+        self.factors.push(factor.into());
+        self
+    }
+}
+
+/// Тип инструмента — значение `tool_type`, как `gen_ai.tool.type` в
+/// OpenTelemetry GenAI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolType {
+    /// Функция, исполняемая на стороне приложения.
+    Function,
+    /// Расширение, обращающееся к внешним API.
+    Extension,
+    /// Хранилище данных (поиск, извлечение).
+    Datastore,
+}
+
+impl ToolType {
+    /// Строковое значение (`function`, `extension`, `datastore`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Function => "function",
+            Self::Extension => "extension",
+            Self::Datastore => "datastore",
+        }
+    }
+}
+
+/// Ошибка, которую возвращает сам инструмент.
+///
+/// ```
+/// use eventlog::runtime::ToolError;
+/// let e = ToolError::new("UPSTREAM_UNAVAILABLE", "503 from billing").retryable();
+/// assert!(e.retryable);
+/// assert_eq!(e.to_string(), "UPSTREAM_UNAVAILABLE: 503 from billing");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{code}: {message}")]
+pub struct ToolError {
+    /// Код (`error_code` событий), `^[A-Z][A-Z0-9_]*$`, до 64 символов.
+    pub code: String,
+    /// Сообщение.
+    pub message: String,
+    /// Имеет ли смысл повторить вызов.
+    pub retryable: bool,
+}
+
+impl ToolError {
+    /// Неповторяемая ошибка.
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            code: code.into(),
+            message: message.into(),
+            retryable: false,
+        }
+    }
+
+    /// Помечает ошибку как временную.
+    pub fn retryable(mut self) -> Self {
+        self.retryable = true;
+        self
+    }
+}
+
+/// Инструмент, который может вызвать агент.
+///
+/// Исполнение возвращает `BoxFuture`, чтобы трейт оставался объектным без
+/// `async_trait`. Исполнитель запускает будущее в отдельной задаче, так что
+/// паника внутри не роняет вызывающего.
+///
+/// ```
+/// use eventlog::runtime::{RiskAssessment, RiskLevel, Tool, ToolError, ToolType};
+/// use futures::future::BoxFuture;
+/// use serde_json::{Value, json};
+///
+/// struct Echo;
+/// impl Tool for Echo {
+///     fn name(&self) -> &str { "echo" }
+///     fn tool_type(&self) -> ToolType { ToolType::Function }
+///     fn assess_risk(&self, _input: &Value) -> RiskAssessment { RiskAssessment::new(RiskLevel::Low) }
+///     fn execute(&self, input: Value) -> BoxFuture<'_, Result<Value, ToolError>> {
+///         Box::pin(async move { Ok(json!({ "echo": input })) })
+///     }
+/// }
+/// ```
+pub trait Tool: Send + Sync + 'static {
+    /// Имя (`tool_name`), уникальное в реестре.
+    fn name(&self) -> &str;
+    /// Тип (`tool_type`).
+    fn tool_type(&self) -> ToolType;
+    /// Краткое описание.
+    fn description(&self) -> &str {
+        ""
+    }
+    /// Оценивает риск вызова с этим входом.
+    fn assess_risk(&self, input: &Value) -> RiskAssessment;
+    /// Собственный таймаут; `None` — [`ToolExecutorConfig::default_timeout`].
+    fn timeout(&self) -> Option<Duration> {
+        None
+    }
+    /// Исполняет вызов.
+    fn execute(&self, input: Value) -> BoxFuture<'_, Result<Value, ToolError>>;
+}
+
+/// Ошибка вызова через [`ToolExecutor`]. Метод [`ToolExecutorError::code`] даёт
+/// `error_code`, с которым вызов записан в `TOOL_RESULT`.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum ToolExecutorError {
+    /// Инструмента нет в реестре (событие `ERROR` с кодом `UNKNOWN_TOOL`).
+    #[error("tool `{0}` is not registered")]
+    UnknownTool(String),
+    /// Согласование отклонено; инструмент не запускался.
+    #[error("call {tool_call_id} to `{tool_name}` was rejected by {resolved_by}")]
+    Rejected {
+        /// Инструмент.
+        tool_name: String,
+        /// Вызов.
+        tool_call_id: String,
+        /// Кто отклонил.
+        resolved_by: String,
+        /// Комментарий.
+        comment: Option<String>,
+    },
+    /// Срок согласования истёк; инструмент не запускался.
+    #[error("approval for call {tool_call_id} to `{tool_name}` timed out")]
+    ApprovalTimedOut {
+        /// Инструмент.
+        tool_name: String,
+        /// Вызов.
+        tool_call_id: String,
+    },
+    /// Менеджер согласований недоступен; инструмент не запускался.
+    #[error("approval for `{tool_name}` is unavailable: {source}")]
+    Approval {
+        /// Инструмент.
+        tool_name: String,
+        /// Причина.
+        source: ApprovalError,
+    },
+    /// Инструмент вернул ошибку.
+    #[error("tool `{tool_name}` failed: {source}")]
+    Failed {
+        /// Инструмент.
+        tool_name: String,
+        /// Вызов.
+        tool_call_id: String,
+        /// Ошибка инструмента.
+        source: ToolError,
+    },
+    /// Инструмент запаниковал (паника поймана).
+    #[error("tool `{tool_name}` panicked: {message}")]
+    Panicked {
+        /// Инструмент.
+        tool_name: String,
+        /// Вызов.
+        tool_call_id: String,
+        /// Текст паники.
+        message: String,
+    },
+    /// Инструмент не уложился в таймаут (его задача прервана).
+    #[error("tool `{tool_name}` timed out after {} ms", after.as_millis())]
+    TimedOut {
+        /// Инструмент.
+        tool_name: String,
+        /// Вызов.
+        tool_call_id: String,
+        /// Таймаут.
+        after: Duration,
+    },
+}
+
+impl ToolExecutorError {
+    /// Код ошибки (`error_code`).
+    pub fn code(&self) -> &str {
+        match self {
+            Self::UnknownTool(_) => codes::UNKNOWN_TOOL,
+            Self::Rejected { .. } => codes::APPROVAL_REJECTED,
+            Self::ApprovalTimedOut { .. } => codes::APPROVAL_TIMEOUT,
+            Self::Approval { .. } => codes::APPROVAL_UNAVAILABLE,
+            Self::Failed { source, .. } => &source.code,
+            Self::Panicked { .. } => codes::TOOL_PANIC,
+            Self::TimedOut { .. } => codes::TOOL_TIMEOUT,
+        }
+    }
+
+    /// Имеет ли смысл повторить вызов: временная ошибка инструмента, паника или
+    /// таймаут. Отказ в согласовании повторять нельзя.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Failed { source, .. } => source.retryable,
+            Self::Panicked { .. } | Self::TimedOut { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// Вызов отклонён согласованием (инструмент не запускался).
+    pub fn is_refused(&self) -> bool {
+        matches!(
+            self,
+            Self::Rejected { .. } | Self::ApprovalTimedOut { .. } | Self::Approval { .. }
+        )
+    }
+}
+
+/// Успешный результат вызова.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolOutput {
+    /// Идентификатор вызова (`tool_call_id`).
+    pub tool_call_id: String,
+    /// Результат инструмента (полный, без усечения).
+    pub value: Value,
+    /// Время исполнения.
+    pub duration: Duration,
+}
+
+/// Настройки [`ToolExecutor`].
+#[derive(Debug, Clone)]
+pub struct ToolExecutorConfig {
+    /// Таймаут инструментов без собственного (по умолчанию 30 с).
+    pub default_timeout: Duration,
+    /// Предел сериализованного `input`/`output` в нагрузке, байт (4 КиБ).
+    pub max_payload_bytes: usize,
+    /// Срок согласования для HIGH; `None` — срок менеджера по умолчанию.
+    pub high_risk_approval_expiry: Option<Duration>,
+    /// Срок согласования для CRITICAL; `None` — срок менеджера по умолчанию.
+    pub critical_risk_approval_expiry: Option<Duration>,
+}
+
+impl Default for ToolExecutorConfig {
+    fn default() -> Self {
+        Self {
+            default_timeout: DEFAULT_TOOL_TIMEOUT,
+            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+            high_risk_approval_expiry: None,
+            critical_risk_approval_expiry: None,
+        }
+    }
+}
+
+/// Краткие сведения об инструменте реестра.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolInfo {
+    /// Имя.
+    pub name: String,
+    /// Тип.
+    pub tool_type: ToolType,
+    /// Описание.
+    pub description: String,
+}
+
+/// Дешёвый `Clone`-дескриптор исполнителя инструментов. Своей задачи не
+/// держит: вызов идёт в задаче вызывающего, а сам инструмент — в отдельной
+/// задаче tokio (ради перехвата паник и прерывания по таймауту).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::sync::Arc;
+/// use eventlog::logger::LoggerConfig;
+/// use eventlog::runtime::tools::Calculator;
+/// use eventlog::runtime::{ApprovalConfig, ApprovalManager, Publisher, SessionContext, ToolExecutor, ToolExecutorConfig};
+/// use eventlog::storage::Store;
+/// use eventlog::StreamManager;
+/// use serde_json::json;
+/// use uuid::Uuid;
+///
+/// let store = Store::connect("sqlite::memory:", Default::default()).await?;
+/// store.migrate_up().await?;
+/// let stream = StreamManager::start(store, LoggerConfig::default(), 1024);
+/// let publisher = Publisher::new(stream.clone());
+/// let approvals = ApprovalManager::start(publisher.clone(), ApprovalConfig::default());
+/// let tools = ToolExecutor::new(publisher, approvals, ToolExecutorConfig::default());
+/// tools.register(Arc::new(Calculator));
+///
+/// let ctx = SessionContext::new_session("alice", Uuid::now_v7());
+/// let out = tools.call(&ctx, "research-agent", "calculator", json!({"expression": "2 * (3 + 4)"})).await?;
+/// assert_eq!(out.value["result"], json!(14.0));
+/// stream.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct ToolExecutor {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    publisher: Publisher,
+    approvals: ApprovalManager,
+    config: ToolExecutorConfig,
+    tools: RwLock<HashMap<String, Arc<dyn Tool>>>,
+}
+
+impl fmt::Debug for ToolExecutor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<String> = self.tools().into_iter().map(|t| t.name).collect();
+        f.debug_struct("ToolExecutor")
+            .field("tools", &names)
+            .finish()
+    }
+}
+
+/// Кто и что вызывает — для событий одного вызова.
+struct CallScope<'a> {
+    ctx: &'a SessionContext,
+    agent_id: &'a str,
+    tool_name: &'a str,
+    tool_call_id: &'a str,
+}
+
+impl ToolExecutor {
+    /// Исполнитель с пустым реестром.
+    pub fn new(
+        publisher: impl Into<Publisher>,
+        approvals: ApprovalManager,
+        config: ToolExecutorConfig,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                publisher: publisher.into(),
+                approvals,
+                config,
+                tools: RwLock::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Регистрирует инструмент; возвращает прежний с тем же именем, если был.
+    pub fn register(&self, tool: Arc<dyn Tool>) -> Option<Arc<dyn Tool>> {
+        let mut tools = self
+            .inner
+            .tools
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        tools.insert(tool.name().to_owned(), tool)
+    }
+
+    /// Инструмент по имени.
+    pub fn tool(&self, name: &str) -> Option<Arc<dyn Tool>> {
+        let tools = self
+            .inner
+            .tools
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        tools.get(name).cloned()
+    }
+
+    /// Инструменты реестра, по имени.
+    pub fn tools(&self) -> Vec<ToolInfo> {
+        let tools = self
+            .inner
+            .tools
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut list: Vec<ToolInfo> = tools
+            .values()
+            .map(|t| ToolInfo {
+                name: t.name().to_owned(),
+                tool_type: t.tool_type(),
+                description: t.description().to_owned(),
+            })
+            .collect();
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        list
+    }
+
+    /// Менеджер согласований, через который идут рискованные вызовы.
+    pub fn approvals(&self) -> &ApprovalManager {
+        &self.inner.approvals
+    }
+
+    /// Вызывает инструмент `tool_name` от имени агента `agent_id` в сессии `ctx`
+    /// (порядок событий — в описании модуля).
+    pub async fn call(
+        &self,
+        ctx: &SessionContext,
+        agent_id: &str,
+        tool_name: &str,
+        input: Value,
+    ) -> Result<ToolOutput, ToolExecutorError> {
+        let tool_call_id = format!("call_{}", Uuid::now_v7().simple());
+        let scope = CallScope {
+            ctx,
+            agent_id,
+            tool_name,
+            tool_call_id: &tool_call_id,
+        };
+        let Some(tool) = self.tool(tool_name) else {
+            let err = ToolExecutorError::UnknownTool(tool_name.to_owned());
+            self.emit_error(&scope, &err, "unknown_tool", &[]);
+            return Err(err);
+        };
+
+        // 1. Запрос и оценка риска.
+        let risk = tool.assess_risk(&input);
+        let max = self.inner.config.max_payload_bytes;
+        let mut payload = Map::new();
+        payload.insert("tool_type".into(), json!(tool.tool_type().as_str()));
+        put_truncated(&mut payload, "input", &input, max);
+        payload.insert("risk_level".into(), json!(risk.level.as_str()));
+        payload.insert("risk_factors".into(), json!(risk.factors));
+        payload.insert("tool_call_id".into(), json!(tool_call_id));
+        payload.insert(
+            "requires_approval".into(),
+            json!(risk.level.requires_approval()),
+        );
+        if let Some(attempt) = input.get("attempt") {
+            payload.insert("attempt".into(), attempt.clone());
+        }
+        self.inner.publisher.publish(
+            ctx.event(EventType::ToolRequest)
+                .agent(agent_id)
+                .tool(tool_name)
+                .payload(Value::Object(payload)),
+        );
+
+        // 2. Согласование рискованных вызовов.
+        let mut approval_wait_ms = None;
+        if risk.level.requires_approval() {
+            let started = Instant::now();
+            let decision = self.await_approval(&scope, &risk).await;
+            approval_wait_ms = Some(millis(started.elapsed()));
+            let refusal = match decision {
+                Ok(Decision::Approved { .. }) => None,
+                Ok(Decision::Rejected {
+                    resolved_by,
+                    comment,
+                }) => Some(ToolExecutorError::Rejected {
+                    tool_name: tool_name.to_owned(),
+                    tool_call_id: tool_call_id.clone(),
+                    resolved_by,
+                    comment,
+                }),
+                Ok(Decision::TimedOut) => Some(ToolExecutorError::ApprovalTimedOut {
+                    tool_name: tool_name.to_owned(),
+                    tool_call_id: tool_call_id.clone(),
+                }),
+                Err(source) => Some(ToolExecutorError::Approval {
+                    tool_name: tool_name.to_owned(),
+                    source,
+                }),
+            };
+            if let Some(err) = refusal {
+                tracing::info!(tool_name, %tool_call_id, code = err.code(), "Tool call refused.");
+                self.emit_result_error(&scope, &err, Duration::ZERO, approval_wait_ms);
+                return Err(err);
+            }
+        }
+
+        // 3. Исполнение в отдельной задаче: паника превращается в JoinError, а
+        // брошенный дескриптор (таймаут или отмена вызывающего) прерывает задачу.
+        let timeout = tool.timeout().unwrap_or(self.inner.config.default_timeout);
+        let started = Instant::now();
+        let task = {
+            let tool = tool.clone();
+            AbortOnDropHandle::new(tokio::spawn(async move { tool.execute(input).await }))
+        };
+        let outcome = tokio::time::timeout(timeout, task).await;
+        let duration = started.elapsed();
+        let result = match outcome {
+            Err(_) => Err((
+                ToolExecutorError::TimedOut {
+                    tool_name: tool_name.to_owned(),
+                    tool_call_id: tool_call_id.clone(),
+                    after: timeout,
+                },
+                "timeout",
+            )),
+            Ok(Err(join)) if join.is_panic() => Err((
+                ToolExecutorError::Panicked {
+                    tool_name: tool_name.to_owned(),
+                    tool_call_id: tool_call_id.clone(),
+                    message: panic_message(join.into_panic().as_ref()),
+                },
+                "panic",
+            )),
+            Ok(Err(_cancelled)) => Err((
+                ToolExecutorError::Failed {
+                    tool_name: tool_name.to_owned(),
+                    tool_call_id: tool_call_id.clone(),
+                    source: ToolError::new(codes::TOOL_CANCELLED, "tool task was cancelled"),
+                },
+                "cancelled",
+            )),
+            Ok(Ok(Err(source))) => Err((
+                ToolExecutorError::Failed {
+                    tool_name: tool_name.to_owned(),
+                    tool_call_id: tool_call_id.clone(),
+                    source,
+                },
+                "tool_error",
+            )),
+            Ok(Ok(Ok(value))) => Ok(value),
+        };
+
+        // 4. Итог.
+        match result {
+            Ok(value) => {
+                let mut payload = Map::new();
+                payload.insert("status".into(), json!("success"));
+                payload.insert("duration_ms".into(), json!(millis(duration)));
+                put_truncated(&mut payload, "output", &value, max);
+                payload.insert("tool_call_id".into(), json!(tool_call_id));
+                if let Some(w) = approval_wait_ms {
+                    payload.insert("approval_wait_ms".into(), json!(w));
+                }
+                self.inner.publisher.publish(
+                    ctx.event(EventType::ToolResult)
+                        .agent(agent_id)
+                        .tool(tool_name)
+                        .payload(Value::Object(payload)),
+                );
+                tracing::debug!(tool_name, %tool_call_id, duration_ms = millis(duration), "Tool call succeeded.");
+                Ok(ToolOutput {
+                    tool_call_id,
+                    value,
+                    duration,
+                })
+            }
+            Err((err, error_type)) => {
+                tracing::warn!(tool_name, %tool_call_id, code = err.code(), error = %err, "Tool call failed.");
+                let frames = [
+                    format!("{error_type}: {err}"),
+                    format!("  at tool `{tool_name}` ({}), {tool_call_id}", tool.tool_type().as_str()),
+                    format!("  in ToolExecutor::call for agent `{agent_id}`, session {}", ctx.session_id),
+                ];
+                self.emit_error(&scope, &err, error_type, &frames);
+                self.emit_result_error(&scope, &err, duration, approval_wait_ms);
+                Err(err)
+            }
+        }
+    }
+
+    async fn await_approval(
+        &self,
+        scope: &CallScope<'_>,
+        risk: &crate::runtime::RiskAssessment,
+    ) -> Result<Decision, ApprovalError> {
+        let cfg = &self.inner.config;
+        let expiry = match risk.level {
+            super::RiskLevel::Critical => cfg.critical_risk_approval_expiry,
+            _ => cfg.high_risk_approval_expiry,
+        };
+        let reason = if risk.factors.is_empty() {
+            format!("{} risk tool call", risk.level.as_str())
+        } else {
+            risk.factors.join("; ")
+        };
+        let mut req = ApprovalRequest::new(scope.tool_name, risk.level, reason)
+            .agent(scope.agent_id)
+            .tool_call(scope.tool_call_id);
+        req.expires_in = expiry;
+        let pending = self.inner.approvals.request(scope.ctx, req).await?;
+        pending.decision().await
+    }
+
+    fn emit_error(
+        &self,
+        scope: &CallScope<'_>,
+        err: &ToolExecutorError,
+        error_type: &str,
+        frames: &[String],
+    ) {
+        let trace = if frames.is_empty() {
+            stack_trace(&[format!("{error_type}: {err}")])
+        } else {
+            stack_trace(frames)
+        };
+        self.inner.publisher.publish(
+            scope
+                .ctx
+                .event(EventType::Error)
+                .error_code(err.code())
+                .payload(json!({
+                    "error_message": err.to_string(),
+                    "stack_trace": trace,
+                    "source": "tool_executor",
+                    "error_type": error_type,
+                    "tool_name": scope.tool_name,
+                    "tool_call_id": scope.tool_call_id,
+                    "agent_id": scope.agent_id,
+                })),
+        );
+    }
+
+    fn emit_result_error(
+        &self,
+        scope: &CallScope<'_>,
+        err: &ToolExecutorError,
+        duration: Duration,
+        approval_wait_ms: Option<u64>,
+    ) {
+        let mut payload = Map::new();
+        payload.insert("status".into(), json!("error"));
+        payload.insert("duration_ms".into(), json!(millis(duration)));
+        payload.insert("output".into(), Value::Null);
+        payload.insert("tool_call_id".into(), json!(scope.tool_call_id));
+        payload.insert("error_message".into(), json!(err.to_string()));
+        if let Some(w) = approval_wait_ms {
+            payload.insert("approval_wait_ms".into(), json!(w));
+        }
+        self.inner.publisher.publish(
+            scope
+                .ctx
+                .event(EventType::ToolResult)
+                .agent(scope.agent_id)
+                .tool(scope.tool_name)
+                .error_code(err.code())
+                .payload(Value::Object(payload)),
+        );
+    }
+}
+
+/// Кладёт `value` под ключ `key` целиком или усечённой строкой (см. описание модуля).
+pub(crate) fn put_truncated(payload: &mut Map<String, Value>, key: &str, value: &Value, max: usize) {
+    let text = value.to_string();
+    if text.len() <= max {
+        payload.insert(key.into(), value.clone());
+    } else {
+        let cut = format!("{}…", truncate_str(&text, max));
+        payload.insert(key.into(), Value::String(cut));
+        payload.insert(format!("{key}_truncated"), Value::Bool(true));
+        payload.insert(format!("{key}_bytes"), json!(text.len()));
+    }
+}
