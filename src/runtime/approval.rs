@@ -680,3 +680,223 @@ impl ManagerTask {
 fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::StreamManager;
+    use crate::model::Event;
+    use crate::runtime::testkit::{drain_session, has_keys, memory_stream, session, types};
+
+    async fn setup() -> (StreamManager, ApprovalManager, SessionContext) {
+        let stream = memory_stream().await;
+        let manager = ApprovalManager::start(stream.clone(), ApprovalConfig::default());
+        (stream, manager, session())
+    }
+
+    fn deploy(expiry: Duration) -> ApprovalRequest {
+        ApprovalRequest::new("deploy", RiskLevel::Critical, "production deployment")
+            .agent("ops-agent")
+            .tool_call("call_1")
+            .expires_in(expiry)
+    }
+
+    fn u64_of(e: &Event, key: &str) -> u64 {
+        e.payload[key].as_u64().unwrap_or_else(|| panic!("{key} in {:?}", e.payload))
+    }
+
+    #[tokio::test]
+    async fn warning_fires_exactly_30s_before_expiry_then_timeout_refuses_the_waiter() {
+        // Arrange
+        let (stream, manager, ctx) = setup().await;
+        tokio::time::pause();
+        let start = Instant::now();
+
+        // Act
+        let pending = manager.request(&ctx, deploy(Duration::from_secs(60))).await.unwrap();
+        let id = pending.id;
+        let decision = pending.decision().await.unwrap();
+        let waited = start.elapsed();
+        let late = manager.resolve(id, true, "bob", None).await;
+        tokio::time::resume();
+        let events = drain_session(&stream, &ctx).await;
+
+        // Assert
+        assert_eq!(decision, Decision::TimedOut);
+        assert!(waited >= Duration::from_secs(60) && waited < Duration::from_millis(60_010), "{waited:?}");
+        assert_eq!(late, Err(ApprovalError::Expired { id }));
+        assert_eq!(
+            types(&events),
+            ["APPROVAL_REQUIRED", "APPROVAL_TIMEOUT_WARNING", "APPROVAL_TIMEOUT"]
+        );
+        let (req, warn, timeout) = (&events[0], &events[1], &events[2]);
+        assert_eq!(req.tool_name.as_deref(), Some("deploy"));
+        assert_eq!(req.approval_status.as_deref(), Some("PENDING"));
+        assert_eq!(req.error_code, None);
+        has_keys(req, &["approval_id", "expires_at", "risk_level", "reason"]);
+        assert_eq!(req.payload["approval_id"], id.to_string());
+        assert_eq!(req.payload["risk_level"], "CRITICAL");
+        assert_eq!(req.payload["reason"], "production deployment");
+        assert_eq!(warn.approval_status.as_deref(), Some("PENDING"));
+        has_keys(warn, &["approval_id", "expires_at", "seconds_left"]);
+        assert_eq!(u64_of(warn, "seconds_left"), 30);
+        assert_eq!(warn.payload["expires_at"], req.payload["expires_at"]);
+        assert_eq!(timeout.approval_status.as_deref(), Some("TIMEOUT"));
+        has_keys(timeout, &["approval_id", "waited_ms"]);
+        assert!((60_000..60_010).contains(&u64_of(timeout, "waited_ms")));
+        for e in &events {
+            assert_eq!(e.payload["approval_id"], id.to_string());
+            assert_eq!(e.session_id, ctx.session_id);
+            assert_eq!(e.user_id, "alice");
+        }
+    }
+
+    #[tokio::test]
+    async fn resolving_after_the_warning_reports_wait_and_cancels_the_expiry() {
+        // Arrange
+        let (stream, manager, ctx) = setup().await;
+        tokio::time::pause();
+        let pending = manager.request(&ctx, deploy(Duration::from_secs(60))).await.unwrap();
+        let id = pending.id;
+
+        // Act
+        tokio::time::sleep(Duration::from_secs(35)).await;
+        let resolved = manager
+            .resolve(id, true, "bob", Some("ship it".into()))
+            .await
+            .unwrap();
+        let decision = pending.decision().await.unwrap();
+        // Срок прошёл бы здесь — но согласование уже решено.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let twice = manager.resolve(id, false, "carol", None).await;
+        tokio::time::resume();
+        let events = drain_session(&stream, &ctx).await;
+
+        // Assert
+        assert_eq!(resolved, decision);
+        assert_eq!(
+            decision,
+            Decision::Approved {
+                resolved_by: "bob".into(),
+                comment: Some("ship it".into())
+            }
+        );
+        assert_eq!(
+            twice,
+            Err(ApprovalError::AlreadyResolved {
+                id,
+                status: ApprovalStatus::Approved
+            })
+        );
+        assert_eq!(
+            types(&events),
+            ["APPROVAL_REQUIRED", "APPROVAL_TIMEOUT_WARNING", "APPROVAL_RESOLVED"]
+        );
+        let res = &events[2];
+        assert_eq!(res.approval_status.as_deref(), Some("APPROVED"));
+        assert_eq!(res.tool_name, None);
+        has_keys(res, &["approval_id", "resolved_by", "comment", "wait_ms"]);
+        assert_eq!(res.payload["resolved_by"], "bob");
+        assert_eq!(res.payload["comment"], "ship it");
+        assert!((35_000..35_010).contains(&u64_of(res, "wait_ms")));
+    }
+
+    #[tokio::test]
+    async fn rejection_before_the_warning_emits_no_warning() {
+        let (stream, manager, ctx) = setup().await;
+        tokio::time::pause();
+        let pending = manager.request(&ctx, deploy(Duration::from_secs(60))).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(29)).await;
+        manager.resolve(pending.id, false, "bob", None).await.unwrap();
+        assert!(matches!(pending.decision().await, Ok(Decision::Rejected { .. })));
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        tokio::time::resume();
+        let events = drain_session(&stream, &ctx).await;
+        assert_eq!(types(&events), ["APPROVAL_REQUIRED", "APPROVAL_RESOLVED"]);
+        assert_eq!(events[1].approval_status.as_deref(), Some("REJECTED"));
+        assert_eq!(events[1].payload["comment"], serde_json::Value::Null);
+    }
+
+    #[tokio::test]
+    async fn expiries_of_30s_or_less_time_out_without_a_warning() {
+        let (stream, manager, ctx) = setup().await;
+        tokio::time::pause();
+        let thirty = manager.request(&ctx, deploy(Duration::from_secs(30))).await.unwrap();
+        let ten = manager.request(&ctx, deploy(Duration::from_secs(10))).await.unwrap();
+        let (ten_id, thirty_id) = (ten.id, thirty.id);
+        assert_eq!(ten.decision().await.unwrap(), Decision::TimedOut);
+        assert_eq!(thirty.decision().await.unwrap(), Decision::TimedOut);
+        tokio::time::resume();
+        let events = drain_session(&stream, &ctx).await;
+        assert_eq!(
+            types(&events),
+            ["APPROVAL_REQUIRED", "APPROVAL_REQUIRED", "APPROVAL_TIMEOUT", "APPROVAL_TIMEOUT"]
+        );
+        assert_eq!(events[2].payload["approval_id"], ten_id.to_string());
+        assert_eq!(events[3].payload["approval_id"], thirty_id.to_string());
+    }
+
+    #[tokio::test]
+    async fn unknown_ids_are_clear_errors_and_pending_lists_open_approvals() {
+        let (stream, manager, ctx) = setup().await;
+        let unknown = ApprovalId::new();
+        assert_eq!(
+            manager.resolve(unknown, true, "bob", None).await,
+            Err(ApprovalError::UnknownId(unknown))
+        );
+        let a = manager.request(&ctx, deploy(Duration::from_secs(600))).await.unwrap();
+        let b = manager
+            .request(&ctx, deploy(Duration::from_secs(300)).tool_call("call_2"))
+            .await
+            .unwrap();
+        let open = manager.pending().await.unwrap();
+        assert_eq!(open.iter().map(|i| i.id).collect::<Vec<_>>(), [b.id, a.id]);
+        assert_eq!(open[0].tool_call_id.as_deref(), Some("call_2"));
+        assert_eq!(open[0].session, ctx);
+        manager.resolve(a.id, false, "bob", None).await.unwrap();
+        assert_eq!(manager.pending().await.unwrap().len(), 1);
+        assert_eq!(
+            ApprovalError::UnknownId(unknown).to_string(),
+            format!("approval {unknown} is unknown")
+        );
+        stream.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn history_limit_forgets_the_oldest_outcomes() {
+        let stream = memory_stream().await;
+        let manager = ApprovalManager::start(
+            stream.clone(),
+            ApprovalConfig {
+                history_limit: 1,
+                ..ApprovalConfig::default()
+            },
+        );
+        let ctx = session();
+        let a = manager.request(&ctx, deploy(Duration::from_secs(60))).await.unwrap();
+        let b = manager.request(&ctx, deploy(Duration::from_secs(60))).await.unwrap();
+        manager.resolve(a.id, true, "bob", None).await.unwrap();
+        manager.resolve(b.id, true, "bob", None).await.unwrap();
+        assert_eq!(
+            manager.resolve(a.id, true, "bob", None).await,
+            Err(ApprovalError::UnknownId(a.id))
+        );
+        assert!(matches!(
+            manager.resolve(b.id, true, "bob", None).await,
+            Err(ApprovalError::AlreadyResolved { .. })
+        ));
+        stream.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn waiters_outlive_dropped_handles_until_expiry() {
+        let (stream, manager, ctx) = setup().await;
+        tokio::time::pause();
+        let pending = manager.request(&ctx, deploy(Duration::from_secs(5))).await.unwrap();
+        drop(manager);
+        assert_eq!(pending.decision().await.unwrap(), Decision::TimedOut);
+        tokio::time::resume();
+        let events = drain_session(&stream, &ctx).await;
+        assert_eq!(types(&events), ["APPROVAL_REQUIRED", "APPROVAL_TIMEOUT"]);
+    }
+}

@@ -749,3 +749,326 @@ pub(crate) fn put_truncated(payload: &mut Map<String, Value>, key: &str, value: 
         payload.insert(format!("{key}_bytes"), json!(text.len()));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::StreamManager;
+    use crate::model::Event;
+    use crate::runtime::ApprovalConfig;
+    use crate::runtime::testkit::{drain_session, has_keys, memory_stream, session, types};
+
+    #[derive(Clone, Copy)]
+    enum Behaviour {
+        Echo,
+        Panic,
+        Hang,
+        Fail,
+        Big,
+    }
+
+    /// Инструмент для тестов: считает запуски и ведёт себя как сказано.
+    struct TestTool {
+        name: &'static str,
+        risk: RiskLevel,
+        behaviour: Behaviour,
+        runs: Arc<AtomicUsize>,
+    }
+
+    impl TestTool {
+        fn new(name: &'static str, risk: RiskLevel, behaviour: Behaviour) -> (Arc<Self>, Arc<AtomicUsize>) {
+            let runs = Arc::new(AtomicUsize::new(0));
+            let tool = Arc::new(Self {
+                name,
+                risk,
+                behaviour,
+                runs: runs.clone(),
+            });
+            (tool, runs)
+        }
+    }
+
+    impl Tool for TestTool {
+        fn name(&self) -> &str {
+            self.name
+        }
+        fn tool_type(&self) -> ToolType {
+            ToolType::Function
+        }
+        fn assess_risk(&self, _input: &Value) -> RiskAssessment {
+            RiskAssessment::new(self.risk).escalate(self.risk, "test factor")
+        }
+        fn timeout(&self) -> Option<Duration> {
+            Some(Duration::from_millis(200))
+        }
+        fn execute(&self, input: Value) -> BoxFuture<'_, Result<Value, ToolError>> {
+            self.runs.fetch_add(1, Ordering::SeqCst);
+            let behaviour = self.behaviour;
+            Box::pin(async move {
+                match behaviour {
+                    Behaviour::Echo => Ok(json!({ "echo": input })),
+                    Behaviour::Panic => panic!("tool exploded on purpose"),
+                    Behaviour::Hang => {
+                        tokio::time::sleep(Duration::from_secs(3600)).await;
+                        Ok(Value::Null)
+                    }
+                    Behaviour::Fail => Err(ToolError::new("UPSTREAM_DOWN", "upstream said no").retryable()),
+                    Behaviour::Big => Ok(json!({ "blob": "x".repeat(10_000) })),
+                }
+            })
+        }
+    }
+
+    async fn setup(config: ToolExecutorConfig) -> (StreamManager, ToolExecutor) {
+        let stream = memory_stream().await;
+        let publisher = Publisher::new(stream.clone());
+        let approvals = ApprovalManager::start(publisher.clone(), ApprovalConfig::default());
+        (stream.clone(), ToolExecutor::new(publisher, approvals, config))
+    }
+
+    /// Решает первое появившееся согласование.
+    fn resolve_next(tools: &ToolExecutor, approve: bool) -> tokio::task::JoinHandle<()> {
+        let approvals = tools.approvals().clone();
+        tokio::spawn(async move {
+            loop {
+                if let Some(p) = approvals.pending().await.unwrap().first() {
+                    approvals.resolve(p.id, approve, "reviewer", Some("test".into())).await.unwrap();
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    }
+
+    fn by_type<'a>(events: &'a [Event], t: &str) -> Vec<&'a Event> {
+        events.iter().filter(|e| e.event_type == t).collect()
+    }
+
+    #[tokio::test]
+    async fn low_risk_call_emits_request_then_success_result_with_catalogue_columns() {
+        // Arrange
+        let (stream, tools) = setup(ToolExecutorConfig::default()).await;
+        let (echo, runs) = TestTool::new("echo", RiskLevel::Low, Behaviour::Echo);
+        tools.register(echo);
+        let ctx = session();
+
+        // Act
+        let out = tools.call(&ctx, "agent-1", "echo", json!({"q": 1})).await.unwrap();
+        let events = drain_session(&stream, &ctx).await;
+
+        // Assert
+        assert_eq!(out.value, json!({"echo": {"q": 1}}));
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        assert_eq!(types(&events), ["TOOL_REQUEST", "TOOL_RESULT"]);
+        let (req, res) = (&events[0], &events[1]);
+        for e in [req, res] {
+            assert_eq!(e.tool_name.as_deref(), Some("echo"));
+            assert_eq!(e.agent_id.as_deref(), Some("agent-1"));
+            assert_eq!(e.error_code, None);
+            assert_eq!(e.approval_status, None);
+            assert_eq!(e.payload["tool_call_id"], json!(out.tool_call_id));
+        }
+        has_keys(req, &["tool_type", "input", "risk_level", "risk_factors", "tool_call_id"]);
+        assert_eq!(req.payload["tool_type"], "function");
+        assert_eq!(req.payload["input"], json!({"q": 1}));
+        assert_eq!(req.payload["risk_level"], "LOW");
+        assert_eq!(req.payload["risk_factors"], json!(["test factor"]));
+        has_keys(res, &["status", "duration_ms", "output"]);
+        assert_eq!(res.payload["status"], "success");
+        assert_eq!(res.payload["output"], json!({"echo": {"q": 1}}));
+    }
+
+    #[tokio::test]
+    async fn tool_panic_emits_error_and_the_executor_keeps_working() {
+        // Arrange
+        let (stream, tools) = setup(ToolExecutorConfig::default()).await;
+        tools.register(TestTool::new("bomb", RiskLevel::Low, Behaviour::Panic).0);
+        tools.register(TestTool::new("echo", RiskLevel::Low, Behaviour::Echo).0);
+        let ctx = session();
+
+        // Act
+        let err = tools.call(&ctx, "agent-1", "bomb", json!({})).await.unwrap_err();
+        let ok = tools.call(&ctx, "agent-1", "echo", json!({})).await;
+        let events = drain_session(&stream, &ctx).await;
+
+        // Assert
+        assert!(matches!(&err, ToolExecutorError::Panicked { message, .. } if message == "tool exploded on purpose"));
+        assert_eq!(err.code(), "TOOL_PANIC");
+        assert!(err.is_retryable());
+        assert!(ok.is_ok());
+        assert_eq!(
+            types(&events),
+            ["TOOL_REQUEST", "ERROR", "TOOL_RESULT", "TOOL_REQUEST", "TOOL_RESULT"]
+        );
+        let error = &events[1];
+        assert_eq!(error.error_code.as_deref(), Some("TOOL_PANIC"));
+        assert_eq!(error.tool_name, None);
+        has_keys(error, &["error_message", "stack_trace", "source"]);
+        assert_eq!(error.payload["source"], "tool_executor");
+        let trace = error.payload["stack_trace"].as_str().unwrap();
+        assert!(trace.contains("tool exploded on purpose") && trace.contains("bomb"), "{trace}");
+        let result = &events[2];
+        assert_eq!(result.error_code.as_deref(), Some("TOOL_PANIC"));
+        assert_eq!(result.payload["status"], "error");
+        assert_eq!(result.tool_name.as_deref(), Some("bomb"));
+        assert_eq!(events[4].payload["status"], "success");
+    }
+
+    #[tokio::test]
+    async fn tool_timeout_aborts_the_tool_and_reports_tool_timeout() {
+        let (stream, tools) = setup(ToolExecutorConfig::default()).await;
+        tools.register(TestTool::new("sloth", RiskLevel::Low, Behaviour::Hang).0);
+        let ctx = session();
+        let started = std::time::Instant::now();
+        let err = tools.call(&ctx, "agent-1", "sloth", json!({})).await.unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(matches!(err, ToolExecutorError::TimedOut { after, .. } if after == Duration::from_millis(200)));
+        let events = drain_session(&stream, &ctx).await;
+        assert_eq!(types(&events), ["TOOL_REQUEST", "ERROR", "TOOL_RESULT"]);
+        assert_eq!(events[1].error_code.as_deref(), Some("TOOL_TIMEOUT"));
+        assert_eq!(events[2].error_code.as_deref(), Some("TOOL_TIMEOUT"));
+        assert!(events[2].payload["duration_ms"].as_u64().unwrap() >= 200);
+    }
+
+    #[tokio::test]
+    async fn tool_error_is_reported_with_the_tools_own_code() {
+        let (stream, tools) = setup(ToolExecutorConfig::default()).await;
+        tools.register(TestTool::new("grumpy", RiskLevel::Medium, Behaviour::Fail).0);
+        let ctx = session();
+        let err = tools.call(&ctx, "agent-1", "grumpy", json!({})).await.unwrap_err();
+        assert_eq!(err.code(), "UPSTREAM_DOWN");
+        assert!(err.is_retryable() && !err.is_refused());
+        let events = drain_session(&stream, &ctx).await;
+        assert_eq!(types(&events), ["TOOL_REQUEST", "ERROR", "TOOL_RESULT"]);
+        assert_eq!(events[0].payload["risk_level"], "MEDIUM");
+        assert_eq!(events[1].error_code.as_deref(), Some("UPSTREAM_DOWN"));
+        assert_eq!(events[1].payload["error_type"], "tool_error");
+        assert_eq!(events[2].error_code.as_deref(), Some("UPSTREAM_DOWN"));
+    }
+
+    #[tokio::test]
+    async fn high_risk_call_rejected_by_a_human_is_not_executed() {
+        // Arrange
+        let (stream, tools) = setup(ToolExecutorConfig::default()).await;
+        let (writer, runs) = TestTool::new("file_write", RiskLevel::High, Behaviour::Echo);
+        tools.register(writer);
+        let ctx = session();
+
+        // Act
+        let reviewer = resolve_next(&tools, false);
+        let err = tools.call(&ctx, "code-agent", "file_write", json!({"path": "a"})).await.unwrap_err();
+        reviewer.await.unwrap();
+        let events = drain_session(&stream, &ctx).await;
+
+        // Assert
+        assert_eq!(runs.load(Ordering::SeqCst), 0, "a rejected tool must not run");
+        assert!(matches!(&err, ToolExecutorError::Rejected { resolved_by, .. } if resolved_by == "reviewer"));
+        assert!(err.is_refused() && !err.is_retryable());
+        assert_eq!(
+            types(&events),
+            ["TOOL_REQUEST", "APPROVAL_REQUIRED", "APPROVAL_RESOLVED", "TOOL_RESULT"]
+        );
+        assert_eq!(events[0].payload["risk_level"], "HIGH");
+        assert_eq!(events[0].payload["requires_approval"], true);
+        assert_eq!(events[1].payload["tool_call_id"], events[0].payload["tool_call_id"]);
+        assert_eq!(events[1].payload["reason"], "test factor");
+        assert_eq!(events[2].approval_status.as_deref(), Some("REJECTED"));
+        let result = &events[3];
+        assert_eq!(result.payload["status"], "error");
+        assert_eq!(result.error_code.as_deref(), Some("APPROVAL_REJECTED"));
+        assert_eq!(result.payload["duration_ms"], 0);
+        assert!(by_type(&events, "ERROR").is_empty(), "a refusal is not an exception");
+    }
+
+    #[tokio::test]
+    async fn approved_critical_call_runs_after_the_decision() {
+        let (stream, tools) = setup(ToolExecutorConfig::default()).await;
+        let (deploy, runs) = TestTool::new("deploy", RiskLevel::Critical, Behaviour::Echo);
+        tools.register(deploy);
+        let ctx = session();
+        let reviewer = resolve_next(&tools, true);
+        let out = tools.call(&ctx, "ops-agent", "deploy", json!({"env": "prod"})).await.unwrap();
+        reviewer.await.unwrap();
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        let events = drain_session(&stream, &ctx).await;
+        assert_eq!(
+            types(&events),
+            ["TOOL_REQUEST", "APPROVAL_REQUIRED", "APPROVAL_RESOLVED", "TOOL_RESULT"]
+        );
+        assert_eq!(events[2].approval_status.as_deref(), Some("APPROVED"));
+        assert_eq!(events[3].payload["status"], "success");
+        assert_eq!(events[3].payload["tool_call_id"], json!(out.tool_call_id));
+        has_keys(&events[3], &["approval_wait_ms"]);
+    }
+
+    #[tokio::test]
+    async fn approval_timeout_refuses_the_call_without_running_the_tool() {
+        let (stream, tools) = setup(ToolExecutorConfig {
+            high_risk_approval_expiry: Some(Duration::from_millis(50)),
+            ..ToolExecutorConfig::default()
+        })
+        .await;
+        let (writer, runs) = TestTool::new("file_write", RiskLevel::High, Behaviour::Echo);
+        tools.register(writer);
+        let ctx = session();
+        let err = tools.call(&ctx, "code-agent", "file_write", json!({})).await.unwrap_err();
+        assert!(matches!(err, ToolExecutorError::ApprovalTimedOut { .. }));
+        assert_eq!(runs.load(Ordering::SeqCst), 0);
+        let events = drain_session(&stream, &ctx).await;
+        assert_eq!(
+            types(&events),
+            ["TOOL_REQUEST", "APPROVAL_REQUIRED", "APPROVAL_TIMEOUT", "TOOL_RESULT"]
+        );
+        assert_eq!(events[3].error_code.as_deref(), Some("APPROVAL_TIMEOUT"));
+    }
+
+    #[tokio::test]
+    async fn large_outputs_are_truncated_with_markers() {
+        let (stream, tools) = setup(ToolExecutorConfig {
+            max_payload_bytes: 100,
+            ..ToolExecutorConfig::default()
+        })
+        .await;
+        tools.register(TestTool::new("big", RiskLevel::Low, Behaviour::Big).0);
+        let ctx = session();
+        let out = tools.call(&ctx, "agent-1", "big", json!({"long": "y".repeat(500)})).await.unwrap();
+        assert_eq!(out.value["blob"].as_str().unwrap().len(), 10_000, "the caller gets everything");
+        let events = drain_session(&stream, &ctx).await;
+        let (req, res) = (&events[0], &events[1]);
+        assert_eq!(req.payload["input_truncated"], true);
+        assert!(req.payload["input_bytes"].as_u64().unwrap() > 500);
+        let output = res.payload["output"].as_str().unwrap();
+        assert!(output.len() <= 100 + '…'.len_utf8() && output.ends_with('…'));
+        assert_eq!(res.payload["output_truncated"], true);
+        assert!(res.payload["output_bytes"].as_u64().unwrap() > 10_000);
+    }
+
+    #[tokio::test]
+    async fn unknown_tool_is_an_error_event_and_a_clear_error() {
+        let (stream, tools) = setup(ToolExecutorConfig::default()).await;
+        let ctx = session();
+        let err = tools.call(&ctx, "agent-1", "nope", json!({})).await.unwrap_err();
+        assert_eq!(err, ToolExecutorError::UnknownTool("nope".into()));
+        assert_eq!(err.to_string(), "tool `nope` is not registered");
+        let events = drain_session(&stream, &ctx).await;
+        assert_eq!(types(&events), ["ERROR"]);
+        assert_eq!(events[0].error_code.as_deref(), Some("UNKNOWN_TOOL"));
+    }
+
+    #[test]
+    fn registry_lists_tools_by_name_and_replaces_duplicates() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let (_stream, tools) = setup(ToolExecutorConfig::default()).await;
+            assert!(tools.register(TestTool::new("b", RiskLevel::Low, Behaviour::Echo).0).is_none());
+            assert!(tools.register(TestTool::new("a", RiskLevel::Low, Behaviour::Echo).0).is_none());
+            assert!(tools.register(TestTool::new("b", RiskLevel::Low, Behaviour::Echo).0).is_some());
+            let names: Vec<String> = tools.tools().into_iter().map(|t| t.name).collect();
+            assert_eq!(names, ["a", "b"]);
+        });
+        assert!(RiskLevel::High.requires_approval() && !RiskLevel::Medium.requires_approval());
+        assert_eq!(serde_json::to_value(RiskLevel::Critical).unwrap(), "CRITICAL");
+    }
+}

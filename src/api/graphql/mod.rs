@@ -22,14 +22,17 @@ use crate::query::Principal;
 
 /// Корень запросов.
 #[derive(MergedObject, Default)]
+#[graphql(name = "Query")]
 pub struct QueryRoot(query::EventQuery, query::AnalyticsQuery);
 
 /// Корень мутаций.
 #[derive(MergedObject, Default)]
+#[graphql(name = "Mutation")]
 pub struct MutationRoot(mutation::IngestMutation);
 
 /// Корень подписок.
 #[derive(MergedSubscription, Default)]
+#[graphql(name = "Subscription")]
 pub struct SubscriptionRoot(subscription::EventSubscription);
 
 /// Схема eventlog.
@@ -38,7 +41,7 @@ pub type AppSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 /// Наибольшая глубина запроса.
 pub const MAX_DEPTH: usize = 12;
 /// Наибольшая сложность запроса (по полю на единицу).
-pub const MAX_COMPLEXITY: usize = 2000;
+pub const MAX_COMPLEXITY: usize = 500;
 
 /// Итог аутентификации запроса или соединения, кладётся в данные запроса.
 #[derive(Debug, Clone)]

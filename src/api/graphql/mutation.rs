@@ -25,11 +25,11 @@ impl IngestMutation {
         &self,
         ctx: &Context<'_>,
         events: Vec<EventInput>,
-        #[graphql(default = true)] wait_for_commit: bool,
+        #[graphql(default_with = "Some(true)")] wait_for_commit: Option<bool>,
     ) -> Result<IngestResult> {
         let p = principal(ctx).map_err(ApiError::into_gql)?;
         let api = ctx.data::<ApiContext>()?;
-        ingest(api, p, events, wait_for_commit)
+        ingest(api, p, events, wait_for_commit.unwrap_or(true))
             .await
             .map_err(ApiError::into_gql)
     }

@@ -1,6 +1,7 @@
 //! Запросы: `events`, `sessionEvents`, `event`, `sessions` (EventQuery) и
 //! `analytics` (AnalyticsQuery).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_graphql::{Context, Object, Result};
@@ -16,12 +17,40 @@ use crate::api::error::ApiError;
 use crate::api::reads::{self, EventsRequest};
 use crate::query::{CursorKind, EventFilter, SortOrder as QuerySortOrder};
 use crate::storage::analytics::Analytics;
+use crate::storage::events::SessionSummary;
 
 /// Запросы истории событий и сессий.
 #[derive(Default)]
 pub struct EventQuery;
 
-fn connection(page: reads::PageOut<crate::model::Event>) -> EventConnection {
+/// Загружает сводки сессий страницы одним пакетом, если запрос просит `session`
+/// (так число запросов не зависит ни от размера страницы, ни от того, как
+/// планировщик разложит загрузки DataLoader'а во времени).
+async fn prefetch_sessions(
+    ctx: &Context<'_>,
+    page: &reads::PageOut<crate::model::Event>,
+) -> Result<Option<Arc<HashMap<Uuid, SessionSummary>>>> {
+    let la = ctx.look_ahead();
+    let wanted = la.field("nodes").field("session").exists() || la.field("edges").field("node").field("session").exists();
+    if !wanted || page.items.is_empty() {
+        return Ok(None);
+    }
+    let mut ids: Vec<Uuid> = page.items.iter().map(|(_, e)| e.session_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let map = ctx
+        .data::<ApiContext>()?
+        .store
+        .session_summaries(&page.scope, &ids)
+        .await
+        .map_err(|e| ApiError::from(e).into_gql())?;
+    Ok(Some(Arc::new(map)))
+}
+
+fn connection(
+    page: reads::PageOut<crate::model::Event>,
+    sessions: Option<Arc<HashMap<Uuid, SessionSummary>>>,
+) -> EventConnection {
     let scope = Arc::new(page.scope);
     let info = page_info(&page.items, page.has_next, page.has_previous);
     EventConnection {
@@ -33,6 +62,7 @@ fn connection(page: reads::PageOut<crate::model::Event>) -> EventConnection {
                 node: EventNode {
                     event: Arc::new(e),
                     scope: scope.clone(),
+                    sessions: sessions.clone(),
                 },
             })
             .collect(),
@@ -48,8 +78,8 @@ impl EventQuery {
         ctx: &Context<'_>,
         project_id: Uuid,
         filter: Option<EventFilterInput>,
-        #[graphql(default_with = "SortOrder::NewestFirst")] order: SortOrder,
-        #[graphql(default = 50)] first: i32,
+        #[graphql(default_with = "Some(SortOrder::NewestFirst)")] order: Option<SortOrder>,
+        #[graphql(default = 50)] first: Option<i32>,
         after: Option<String>,
     ) -> Result<EventConnection> {
         let p = principal(ctx).map_err(ApiError::into_gql)?;
@@ -60,8 +90,8 @@ impl EventQuery {
                 kind: CursorKind::Events,
                 project_id,
                 filter: filter.map(Into::into).unwrap_or_default(),
-                order: order.into(),
-                first: first.into(),
+                order: order.unwrap_or(SortOrder::NewestFirst).into(),
+                first: first.unwrap_or(50).into(),
                 offset: 0,
                 after: after.as_deref(),
                 names: ("first", "after"),
@@ -69,7 +99,8 @@ impl EventQuery {
         )
         .await
         .map_err(ApiError::into_gql)?;
-        Ok(connection(page))
+        let sessions = prefetch_sessions(ctx, &page).await?;
+        Ok(connection(page, sessions))
     }
 
     /// События сессии, сначала старые.
@@ -78,7 +109,7 @@ impl EventQuery {
         ctx: &Context<'_>,
         project_id: Uuid,
         session_id: Uuid,
-        #[graphql(default = 500)] first: i32,
+        #[graphql(default = 500)] first: Option<i32>,
         after: Option<String>,
     ) -> Result<EventConnection> {
         let p = principal(ctx).map_err(ApiError::into_gql)?;
@@ -93,7 +124,7 @@ impl EventQuery {
                     ..Default::default()
                 },
                 order: QuerySortOrder::OldestFirst,
-                first: first.into(),
+                first: first.unwrap_or(500).into(),
                 offset: 0,
                 after: after.as_deref(),
                 names: ("first", "after"),
@@ -101,7 +132,8 @@ impl EventQuery {
         )
         .await
         .map_err(ApiError::into_gql)?;
-        Ok(connection(page))
+        let sessions = prefetch_sessions(ctx, &page).await?;
+        Ok(connection(page, sessions))
     }
 
     /// Событие по id; null, если его нет или оно не видно.
@@ -117,6 +149,7 @@ impl EventQuery {
         Ok(found.map(|e| EventNode {
             event: Arc::new(e),
             scope: Arc::new(scope),
+            sessions: None,
         }))
     }
 
@@ -126,7 +159,7 @@ impl EventQuery {
         ctx: &Context<'_>,
         project_id: Uuid,
         filter: Option<EventFilterInput>,
-        #[graphql(default = 50)] first: i32,
+        #[graphql(default = 50)] first: Option<i32>,
         after: Option<String>,
     ) -> Result<SessionConnection> {
         let p = principal(ctx).map_err(ApiError::into_gql)?;
@@ -135,7 +168,7 @@ impl EventQuery {
             p,
             project_id,
             filter.map(Into::into).unwrap_or_default(),
-            first.into(),
+            first.unwrap_or(50).into(),
             after.as_deref(),
         )
         .await
@@ -164,7 +197,7 @@ impl AnalyticsQuery {
         ctx: &Context<'_>,
         project_id: Uuid,
         filter: Option<EventFilterInput>,
-        #[graphql(default_with = "TimeBucket::Hour")] bucket: TimeBucket,
+        #[graphql(default_with = "Some(TimeBucket::Hour)")] bucket: Option<TimeBucket>,
     ) -> Result<Analytics> {
         let p = principal(ctx).map_err(ApiError::into_gql)?;
         reads::analytics(
@@ -172,7 +205,7 @@ impl AnalyticsQuery {
             p,
             project_id,
             filter.map(Into::into).unwrap_or_default(),
-            bucket.into(),
+            bucket.unwrap_or(TimeBucket::Hour).into(),
         )
         .await
         .map_err(ApiError::into_gql)

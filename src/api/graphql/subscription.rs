@@ -56,7 +56,7 @@ impl EventSubscription {
                         return;
                     }
                     item = events.next() => match item {
-                        Some(Ok(e)) => yield Ok(EventNode { event: e, scope: shared_scope.clone() }),
+                        Some(Ok(e)) => yield Ok(EventNode { event: e, scope: shared_scope.clone(), sessions: None }),
                         Some(Err(e)) => { yield Err(ApiError::from(e).into_gql()); return; }
                         None => return,
                     }

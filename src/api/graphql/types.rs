@@ -3,6 +3,7 @@
 //! сводки сессий выводятся прямо из структур `storage` (одно определение для
 //! GraphQL и REST).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_graphql::dataloader::DataLoader;
@@ -24,6 +25,9 @@ use crate::storage::events::SessionSummary;
 pub struct EventNode {
     pub(crate) event: Arc<Event>,
     pub(crate) scope: Arc<ReadScope>,
+    /// Сводки сессий всей страницы, загруженные одним пакетом заранее (если
+    /// запрос просит `session`); иначе — DataLoader.
+    pub(crate) sessions: Option<Arc<HashMap<Uuid, SessionSummary>>>,
 }
 
 #[Object(name = "Event")]
@@ -65,8 +69,12 @@ impl EventNode {
     async fn approval_status(&self) -> Option<&str> {
         self.event.approval_status.as_deref()
     }
-    /// Сводка сессии; грузится DataLoader'ом: один запрос на страницу.
+    /// Сводка сессии. На страницах — одним пакетом на страницу (заранее, по
+    /// look-ahead), в подписках и `event` — через DataLoader.
     async fn session(&self, ctx: &Context<'_>) -> Result<SessionSummary> {
+        if let Some(s) = self.sessions.as_ref().and_then(|m| m.get(&self.event.session_id)) {
+            return Ok(s.clone());
+        }
         let loader = ctx.data::<DataLoader<SessionLoader>>()?;
         let key = SessionKey {
             scope: self.scope.clone(),

@@ -1,0 +1,694 @@
+//! [`OrchestratorRouter`]: выбор агента, план задач, выполнение шагов,
+//! извлечение контекста; инструменты — через [`ToolExecutor`], делегированная
+//! работа — через [`AgentBus`].
+//!
+//! События (SPEC §3):
+//! - `AGENT_SWITCHED` — когда выбранный агент отличается от текущего (в том
+//!   числе первый выбор в сессии, `from_agent_id = null`): `agent_id` = новый
+//!   агент; `from_agent_id`, `to_agent_id`, `agent_name`, `reason`, `mode`.
+//! - `TASK_PLAN_CREATED` — `agent_id`; `plan_id`, `steps` (массив описаний
+//!   шагов, см. [`PlanStep::describe`]) (+ `request`, `mode`, `agent_name`).
+//! - На каждый шаг — `TASK_STARTED`, затем `TASK_PROGRESS` (перед внешней
+//!   работой шага со `status="running"` и при каждом повторе со
+//!   `status="retrying"`), затем `TASK_COMPLETED` со `status` = `completed`,
+//!   `failed` или `refused` (согласование отклонено или истекло). Все три:
+//!   `agent_id`; `task_id` (свой у каждого шага), `step` (номер с 0),
+//!   `progress` (доля плана, выполненная к этому моменту, 0..1), `status`,
+//!   `duration_ms` (время шага на момент события) (+ `plan_id`, `step_name`).
+//!   Неудачный шаг останавливает план: остальные шаги не начинаются.
+//! - `CONTEXT_RETRIEVED` — `agent_id`; `query`, `documents` (число),
+//!   `sources` (список источников), `duration_ms` (+ `task_id`).
+//!
+//! Повторы: шаг-инструмент или шаг-задача с временной ошибкой
+//! ([`ToolExecutorError::is_retryable`], [`BusError::is_retryable`])
+//! повторяется до [`RouterConfig::max_retries`] раз с линейной паузой; вход
+//! повтора — объект со значением `attempt` (1, 2, …), чтобы инструмент и журнал
+//! видели номер попытки. Отказ в согласовании не повторяется.
+//!
+//! Вызывают: [`UserWorkerSpace`](super::UserWorkerSpace) и приложения.
+
+use std::fmt;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use thiserror::Error;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::agent::{Agent, AgentInfo, PlanStep, StepAction, StepOutput};
+use super::bus::{AgentBus, BusError, BusTask, TaskId};
+use super::context::{AgentMode, Publisher, SessionContext, millis, stable_hash, truncate_str};
+use super::tool_executor::{ToolExecutor, ToolExecutorError};
+use crate::model::EventType;
+
+/// Документ базы знаний.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Document {
+    /// Источник (URI), попадает в `sources`.
+    pub source: String,
+    /// Заголовок.
+    pub title: String,
+    /// Текст.
+    pub text: String,
+}
+
+impl Document {
+    /// Документ из источника, заголовка и текста.
+    pub fn new(source: impl Into<String>, title: impl Into<String>, text: impl Into<String>) -> Self {
+        Self {
+            source: source.into(),
+            title: title.into(),
+            text: text.into(),
+        }
+    }
+}
+
+/// Детерминированная база знаний в памяти: поиск по пересечению слов.
+///
+/// ```
+/// use eventlog::runtime::{Document, KnowledgeBase};
+/// let kb = KnowledgeBase::new(vec![
+///     Document::new("kb://a", "Deploy runbook", "how to deploy payments safely"),
+///     Document::new("kb://b", "Parser notes", "the parser tokenizer design"),
+/// ]);
+/// let hits = kb.search("deploy payments", 5);
+/// assert_eq!(hits[0].source, "kb://a");
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct KnowledgeBase {
+    docs: Arc<Vec<Document>>,
+}
+
+fn terms(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| w.len() > 2)
+        .map(str::to_lowercase)
+        .collect()
+}
+
+impl KnowledgeBase {
+    /// База из документов.
+    pub fn new(docs: Vec<Document>) -> Self {
+        Self {
+            docs: Arc::new(docs),
+        }
+    }
+
+    /// Небольшая встроенная база (ранбуки, заметки о коде, обзоры) для демо.
+    pub fn builtin() -> Self {
+        let d = Document::new;
+        Self::new(vec![
+            d("kb://runbooks/deploy", "Deployment runbook", "deploy release rollback production staging canary payments billing checkout gateway"),
+            d("kb://runbooks/incident", "Incident response", "incident outage latency down restart status health monitor escalate oncall"),
+            d("kb://runbooks/scaling", "Scaling guide", "scale autoscaling capacity latency search auth notifications"),
+            d("kb://code/parser", "Parser internals", "codebase parser tokenizer bug fix grammar tests module"),
+            d("kb://code/config", "Configuration module", "codebase config file loader settings module write tests"),
+            d("kb://code/testing", "Testing guide", "codebase tests test suite flaky fix refactor function compile"),
+            d("kb://research/vector-db", "Vector database benchmarks", "research latest vector database benchmarks compare recall latency"),
+            d("kb://research/llm-eval", "LLM evaluation survey", "research papers evaluation benchmarks summarize compare models"),
+            d("kb://research/observability", "Agent observability", "research agents observability tracing events logging docs documentation"),
+            d("kb://faq/general", "General FAQ", "help questions answers general assistant"),
+        ])
+    }
+
+    /// До `k` документов с наибольшим числом общих слов с запросом (не меньше
+    /// одного); при равенстве — по источнику.
+    pub fn search(&self, query: &str, k: usize) -> Vec<Document> {
+        let q = terms(query);
+        let mut scored: Vec<(usize, &Document)> = self
+            .docs
+            .iter()
+            .map(|d| {
+                let t = terms(&format!("{} {}", d.title, d.text));
+                (q.iter().filter(|w| t.contains(w)).count(), d)
+            })
+            .filter(|(s, _)| *s > 0)
+            .collect();
+        scored.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.source.cmp(&b.1.source)));
+        scored.into_iter().take(k).map(|(_, d)| d.clone()).collect()
+    }
+}
+
+/// Извлечённый контекст.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContextBundle {
+    /// Запрос.
+    pub query: String,
+    /// Найденные документы.
+    pub documents: Vec<Document>,
+    /// Сколько длилось извлечение.
+    pub duration: Duration,
+}
+
+/// Итог обработки запроса.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Orchestration {
+    /// Агент, выполнявший план.
+    pub agent_id: String,
+    /// Имя агента.
+    pub agent_name: String,
+    /// План.
+    pub plan_id: Uuid,
+    /// Результаты шагов.
+    pub steps: Vec<StepOutput>,
+    /// Ответ агента.
+    pub response: String,
+}
+
+/// Ошибка оркестратора.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum OrchestratorError {
+    /// Ни один агент не подходит (реестр пуст или все оценки нулевые).
+    #[error("no agent can handle the request")]
+    NoAgent,
+    /// Агента с таким идентификатором нет.
+    #[error("agent `{0}` is not registered")]
+    UnknownAgent(String),
+    /// Шаг-инструмент завершился неудачей (после повторов) или был отклонён.
+    #[error("plan {plan_id} step {step} failed: {source}")]
+    ToolStep {
+        /// План.
+        plan_id: Uuid,
+        /// Номер шага.
+        step: usize,
+        /// Причина.
+        source: Box<ToolExecutorError>,
+    },
+    /// Шаг-задача шины завершился неудачей (после повторов).
+    #[error("plan {plan_id} step {step} failed: {source}")]
+    BusStep {
+        /// План.
+        plan_id: Uuid,
+        /// Номер шага.
+        step: usize,
+        /// Причина.
+        source: Box<BusError>,
+    },
+}
+
+impl OrchestratorError {
+    /// Код ошибки: код причины для шагов, иначе `NO_AGENT` / `UNKNOWN_AGENT`.
+    pub fn code(&self) -> &str {
+        match self {
+            Self::NoAgent => super::codes::NO_AGENT,
+            Self::UnknownAgent(_) => super::codes::UNKNOWN_AGENT,
+            Self::ToolStep { source, .. } => source.code(),
+            Self::BusStep { source, .. } => source.code(),
+        }
+    }
+}
+
+/// Настройки [`OrchestratorRouter`].
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    /// Сколько раз повторять шаг с временной ошибкой (по умолчанию 2).
+    pub max_retries: u32,
+    /// Пауза перед повтором, умножается на номер попытки (по умолчанию 50 мс).
+    pub retry_backoff: Duration,
+    /// Сколько документов извлекать (по умолчанию 3).
+    pub context_documents: usize,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        Self {
+            max_retries: 2,
+            retry_backoff: Duration::from_millis(50),
+            context_documents: 3,
+        }
+    }
+}
+
+/// Дешёвый `Clone`-дескриптор оркестратора. Своей задачи не держит: запрос
+/// обрабатывается в задаче вызывающего.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use eventlog::logger::LoggerConfig;
+/// use eventlog::runtime::tools::{FlakyService, builtin_tools};
+/// use eventlog::runtime::*;
+/// use eventlog::storage::Store;
+/// use eventlog::StreamManager;
+/// use uuid::Uuid;
+///
+/// let store = Store::connect("sqlite::memory:", Default::default()).await?;
+/// store.migrate_up().await?;
+/// let stream = StreamManager::start(store, LoggerConfig::default(), 1024);
+/// let publisher = Publisher::new(stream.clone());
+/// let approvals = ApprovalManager::start(publisher.clone(), ApprovalConfig::default());
+/// let tools = ToolExecutor::new(publisher.clone(), approvals, ToolExecutorConfig::default());
+/// for t in builtin_tools(FlakyService::default()) { tools.register(t); }
+/// let bus = AgentBus::start(publisher.clone(), BusConfig::default());
+/// let router = OrchestratorRouter::new(publisher, tools, bus, KnowledgeBase::builtin(), RouterConfig::default());
+/// for a in builtin_agents() { router.register_agent(a); }
+///
+/// let ctx = SessionContext::new_session("alice", Uuid::now_v7());
+/// let done = router.route(&ctx, None, "Research the latest vector database benchmarks").await?;
+/// assert_eq!(done.agent_id, "research-agent");
+/// stream.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct OrchestratorRouter {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    publisher: Publisher,
+    tools: ToolExecutor,
+    bus: AgentBus,
+    knowledge: KnowledgeBase,
+    config: RouterConfig,
+    /// Агенты в порядке регистрации (он же порядок при равных оценках).
+    agents: RwLock<Vec<Arc<dyn Agent>>>,
+}
+
+impl fmt::Debug for OrchestratorRouter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ids: Vec<String> = self.agents().into_iter().map(|a| a.id).collect();
+        f.debug_struct("OrchestratorRouter")
+            .field("agents", &ids)
+            .finish()
+    }
+}
+
+/// Шаг плана в работе: всё, что нужно для его событий.
+struct StepRun<'a> {
+    ctx: &'a SessionContext,
+    agent_id: &'a str,
+    plan_id: Uuid,
+    task_id: TaskId,
+    step: usize,
+    steps: usize,
+    name: &'a str,
+    started: Instant,
+}
+
+impl StepRun<'_> {
+    fn progress(&self, done: f64) -> f64 {
+        let p = if self.steps == 0 {
+            1.0
+        } else {
+            done / self.steps as f64
+        };
+        (p.clamp(0.0, 1.0) * 1000.0).round() / 1000.0
+    }
+
+    fn event(&self, t: EventType, done: f64, status: &str, extra: Value) -> crate::model::NewEvent {
+        let mut payload = json!({
+            "task_id": self.task_id.to_string(),
+            "step": self.step,
+            "progress": self.progress(done),
+            "status": status,
+            "duration_ms": millis(self.started.elapsed()),
+            "plan_id": self.plan_id.to_string(),
+            "step_name": self.name,
+        });
+        if let (Some(p), Value::Object(extra)) = (payload.as_object_mut(), extra) {
+            p.extend(extra);
+        }
+        self.ctx.event(t).agent(self.agent_id).payload(payload)
+    }
+}
+
+fn with_attempt(input: &Value, attempt: u32) -> Value {
+    let mut input = input.clone();
+    if attempt > 0
+        && let Some(obj) = input.as_object_mut()
+    {
+        obj.insert("attempt".into(), json!(attempt));
+    }
+    input
+}
+
+impl OrchestratorRouter {
+    /// Оркестратор без агентов.
+    pub fn new(
+        publisher: impl Into<Publisher>,
+        tools: ToolExecutor,
+        bus: AgentBus,
+        knowledge: KnowledgeBase,
+        config: RouterConfig,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                publisher: publisher.into(),
+                tools,
+                bus,
+                knowledge,
+                config,
+                agents: RwLock::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// Регистрирует агента (заменяя агента с тем же `id` на его месте).
+    pub fn register_agent(&self, agent: Arc<dyn Agent>) -> Option<Arc<dyn Agent>> {
+        let mut agents = self
+            .inner
+            .agents
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match agents.iter_mut().find(|a| a.id() == agent.id()) {
+            Some(slot) => Some(std::mem::replace(slot, agent)),
+            None => {
+                agents.push(agent);
+                None
+            }
+        }
+    }
+
+    /// Агент по идентификатору.
+    pub fn agent(&self, id: &str) -> Option<Arc<dyn Agent>> {
+        let agents = self
+            .inner
+            .agents
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        agents.iter().find(|a| a.id() == id).cloned()
+    }
+
+    /// Агенты в порядке регистрации.
+    pub fn agents(&self) -> Vec<AgentInfo> {
+        let agents = self
+            .inner
+            .agents
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        agents.iter().map(|a| a.info()).collect()
+    }
+
+    /// Исполнитель инструментов.
+    pub fn tools(&self) -> &ToolExecutor {
+        &self.inner.tools
+    }
+
+    /// Шина задач.
+    pub fn bus(&self) -> &AgentBus {
+        &self.inner.bus
+    }
+
+    /// Публикатор, через который идут события оркестратора.
+    pub fn publisher(&self) -> &Publisher {
+        &self.inner.publisher
+    }
+
+    /// Выбирает агента для запроса без событий: наибольшая оценка; при равенстве
+    /// остаётся текущий агент `current`, иначе — раньше зарегистрированный.
+    /// Возвращает агента и причину выбора.
+    pub fn select_agent(
+        &self,
+        request: &str,
+        current: Option<&str>,
+    ) -> Result<(Arc<dyn Agent>, String), OrchestratorError> {
+        let agents = self
+            .inner
+            .agents
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut best: Option<(f64, &Arc<dyn Agent>, String)> = None;
+        for agent in agents.iter() {
+            let s = agent.score(request);
+            let better = match &best {
+                None => true,
+                Some((b, _, _)) => s.score > *b || (s.score == *b && Some(agent.id()) == current),
+            };
+            if better {
+                best = Some((s.score, agent, s.reason));
+            }
+        }
+        match best {
+            Some((score, agent, reason)) if score > 0.0 => Ok((agent.clone(), reason)),
+            _ => Err(OrchestratorError::NoAgent),
+        }
+    }
+
+    /// Испускает `AGENT_SWITCHED`, если `to` отличается от `from`; возвращает,
+    /// была ли смена.
+    pub fn switch_agent(
+        &self,
+        ctx: &SessionContext,
+        from: Option<&str>,
+        to: &dyn Agent,
+        reason: &str,
+        mode: AgentMode,
+    ) -> bool {
+        if from == Some(to.id()) {
+            return false;
+        }
+        self.inner.publisher.publish(
+            ctx.event(EventType::AgentSwitched)
+                .agent(to.id())
+                .payload(json!({
+                    "from_agent_id": from,
+                    "to_agent_id": to.id(),
+                    "agent_name": to.name(),
+                    "reason": reason,
+                    "mode": mode.as_str(),
+                })),
+        );
+        tracing::debug!(from = ?from, to = to.id(), %mode, "Agent switched.");
+        true
+    }
+
+    /// Полный путь оркестрованного режима: выбор агента (`AGENT_SWITCHED` при
+    /// смене относительно `current`), план и шаги.
+    pub async fn route(
+        &self,
+        ctx: &SessionContext,
+        current: Option<&str>,
+        request: &str,
+    ) -> Result<Orchestration, OrchestratorError> {
+        let (agent, reason) = self.select_agent(request, current)?;
+        self.switch_agent(ctx, current, agent.as_ref(), &reason, AgentMode::Orchestrated);
+        self.execute(ctx, agent, request, AgentMode::Orchestrated)
+            .await
+    }
+
+    /// Извлекает контекст и испускает `CONTEXT_RETRIEVED`.
+    pub async fn retrieve_context(
+        &self,
+        ctx: &SessionContext,
+        agent_id: &str,
+        query: &str,
+    ) -> ContextBundle {
+        self.retrieve(ctx, agent_id, query, None).await
+    }
+
+    async fn retrieve(
+        &self,
+        ctx: &SessionContext,
+        agent_id: &str,
+        query: &str,
+        task_id: Option<TaskId>,
+    ) -> ContextBundle {
+        let started = Instant::now();
+        // Имитация обращения к индексу: 3–15 мс, детерминированно по запросу.
+        tokio::time::sleep(Duration::from_millis(
+            3 + stable_hash(&[query.as_bytes(), b"kb"]) % 13,
+        ))
+        .await;
+        let documents = self
+            .inner
+            .knowledge
+            .search(query, self.inner.config.context_documents);
+        let duration = started.elapsed();
+        let sources: Vec<&str> = documents.iter().map(|d| d.source.as_str()).collect();
+        self.inner.publisher.publish(
+            ctx.event(EventType::ContextRetrieved)
+                .agent(agent_id)
+                .payload(json!({
+                    "query": truncate_str(query, 500),
+                    "documents": documents.len(),
+                    "sources": sources,
+                    "duration_ms": millis(duration),
+                    "task_id": task_id.map(|t| t.to_string()),
+                })),
+        );
+        ContextBundle {
+            query: query.to_owned(),
+            documents,
+            duration,
+        }
+    }
+
+    /// Выполняет запрос агентом `agent` без выбора: `TASK_PLAN_CREATED`, затем
+    /// шаги плана по порядку.
+    pub async fn execute(
+        &self,
+        ctx: &SessionContext,
+        agent: Arc<dyn Agent>,
+        request: &str,
+        mode: AgentMode,
+    ) -> Result<Orchestration, OrchestratorError> {
+        let plan_id = Uuid::now_v7();
+        let plan = agent.plan(request);
+        let described: Vec<Value> = plan.iter().enumerate().map(|(i, s)| s.describe(i)).collect();
+        self.inner.publisher.publish(
+            ctx.event(EventType::TaskPlanCreated)
+                .agent(agent.id())
+                .payload(json!({
+                    "plan_id": plan_id.to_string(),
+                    "steps": described,
+                    "request": truncate_str(request, 500),
+                    "mode": mode.as_str(),
+                    "agent_name": agent.name(),
+                })),
+        );
+        let mut outputs: Vec<StepOutput> = Vec::with_capacity(plan.len());
+        let mut response = None;
+        for (i, step) in plan.iter().enumerate() {
+            let run = StepRun {
+                ctx,
+                agent_id: agent.id(),
+                plan_id,
+                task_id: TaskId::new(),
+                step: i,
+                steps: plan.len(),
+                name: &step.name,
+                started: Instant::now(),
+            };
+            self.inner
+                .publisher
+                .publish(run.event(EventType::TaskStarted, i as f64, "running", json!({})));
+            match self.run_step(&run, &agent, request, step, &outputs).await {
+                Ok(output) => {
+                    if matches!(step.action, StepAction::Respond) {
+                        response = output
+                            .get("response")
+                            .and_then(Value::as_str)
+                            .map(str::to_owned);
+                    }
+                    self.inner.publisher.publish(run.event(
+                        EventType::TaskCompleted,
+                        (i + 1) as f64,
+                        "completed",
+                        json!({}),
+                    ));
+                    outputs.push(StepOutput {
+                        step: i,
+                        name: step.name.clone(),
+                        output,
+                    });
+                }
+                Err(err) => {
+                    let refused = matches!(&err, OrchestratorError::ToolStep { source, .. } if source.is_refused());
+                    let status = if refused { "refused" } else { "failed" };
+                    self.inner.publisher.publish(run.event(
+                        EventType::TaskCompleted,
+                        i as f64,
+                        status,
+                        json!({ "failure_code": err.code(), "failure": err.to_string() }),
+                    ));
+                    tracing::info!(%plan_id, step = i, code = err.code(), "Plan stopped at a failed step.");
+                    return Err(err);
+                }
+            }
+        }
+        let response = response.unwrap_or_else(|| agent.respond(request, &outputs));
+        Ok(Orchestration {
+            agent_id: agent.id().to_owned(),
+            agent_name: agent.name().to_owned(),
+            plan_id,
+            steps: outputs,
+            response,
+        })
+    }
+
+    async fn run_step(
+        &self,
+        run: &StepRun<'_>,
+        agent: &Arc<dyn Agent>,
+        request: &str,
+        step: &PlanStep,
+        outputs: &[StepOutput],
+    ) -> Result<Value, OrchestratorError> {
+        let i = run.step as f64;
+        let running = |detail: String| {
+            self.inner.publisher.publish(run.event(
+                EventType::TaskProgress,
+                i + 0.5,
+                "running",
+                json!({ "detail": detail }),
+            ));
+        };
+        let retrying = |attempt: u32, code: &str| {
+            self.inner.publisher.publish(run.event(
+                EventType::TaskProgress,
+                i + 0.5,
+                "retrying",
+                json!({ "attempt": attempt, "last_error_code": code }),
+            ));
+        };
+        let max_retries = self.inner.config.max_retries;
+        let backoff = self.inner.config.retry_backoff;
+        match &step.action {
+            StepAction::RetrieveContext { query } => {
+                running(format!("retrieving context for \"{}\"", truncate_str(query, 100)));
+                let bundle = self.retrieve(run.ctx, run.agent_id, query, Some(run.task_id)).await;
+                let sources: Vec<&str> = bundle.documents.iter().map(|d| d.source.as_str()).collect();
+                Ok(json!({ "documents": bundle.documents.len(), "sources": sources }))
+            }
+            StepAction::CallTool { tool, input } => {
+                running(format!("calling tool {tool}"));
+                let mut attempt = 0;
+                loop {
+                    match self
+                        .inner
+                        .tools
+                        .call(run.ctx, run.agent_id, tool, with_attempt(input, attempt))
+                        .await
+                    {
+                        Ok(out) => break Ok(out.value),
+                        Err(e) if e.is_retryable() && attempt < max_retries => {
+                            attempt += 1;
+                            retrying(attempt, e.code());
+                            tokio::time::sleep(backoff * attempt).await;
+                        }
+                        Err(source) => {
+                            break Err(OrchestratorError::ToolStep {
+                                plan_id: run.plan_id,
+                                step: run.step,
+                                source: Box::new(source),
+                            });
+                        }
+                    }
+                }
+            }
+            StepAction::Delegate { job, input } => {
+                running(format!("delegating {job} to the agent bus"));
+                let mut attempt = 0;
+                loop {
+                    let work = agent.run_job(job, with_attempt(input, attempt));
+                    let result = match self.inner.bus.submit_task(
+                        run.ctx,
+                        run.agent_id,
+                        BusTask::new(job.clone(), work),
+                    ) {
+                        Ok(ticket) => ticket.join().await,
+                        Err(e) => Err(e),
+                    };
+                    match result {
+                        Ok(v) => break Ok(v),
+                        Err(e) if e.is_retryable() && attempt < max_retries => {
+                            attempt += 1;
+                            retrying(attempt, e.code());
+                            tokio::time::sleep(backoff * attempt).await;
+                        }
+                        Err(source) => {
+                            break Err(OrchestratorError::BusStep {
+                                plan_id: run.plan_id,
+                                step: run.step,
+                                source: Box::new(source),
+                            });
+                        }
+                    }
+                }
+            }
+            StepAction::Respond => Ok(json!({ "response": agent.respond(request, outputs) })),
+        }
+    }
+}

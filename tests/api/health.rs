@@ -1,0 +1,29 @@
+//! /healthz, /readyz, /metrics.
+
+use eventlog::query::Role;
+use serde_json::json;
+
+use crate::both;
+use crate::helpers::{Backend, spawn_app};
+
+async fn health_ready_and_metrics_report_the_writer(b: Backend) {
+    let app = spawn_app(&b).await;
+    assert_eq!(app.get(None, "/healthz").await.0, 200);
+    let (status, body) = app.get(None, "/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["database"], "ok");
+    let p = uuid::Uuid::now_v7();
+    let t = app.token("alice", Role::User, &[p]);
+    let r = app.ingest(&t, json!([{"sessionId": uuid::Uuid::now_v7(), "projectId": p, "eventType": "X"}])).await;
+    assert!(r["errors"].is_null());
+    let text = app.client.get(format!("{}/metrics", app.addr)).send().await.unwrap().text().await.unwrap();
+    for name in [
+        "eventlog_queue_depth",
+        "eventlog_batch_insert_duration_seconds",
+        "eventlog_events_written_total",
+        "eventlog_http_request_duration_seconds",
+    ] {
+        assert!(text.contains(name), "/metrics lacks {name}");
+    }
+}
+both!(health_ready_and_metrics_report_the_writer);
