@@ -10,7 +10,11 @@ use secrecy::SecretString;
 #[derive(Debug, Clone, Args)]
 pub struct Settings {
     /// URL базы: `sqlite://PATH?mode=rwc` или `postgres://…`.
-    #[arg(long, env = "EVENTLOG_DATABASE_URL", default_value = "sqlite://eventlog.db?mode=rwc")]
+    #[arg(
+        long,
+        env = "EVENTLOG_DATABASE_URL",
+        default_value = "sqlite://eventlog.db?mode=rwc"
+    )]
     pub database_url: String,
     /// Адрес HTTP-сервера.
     #[arg(long, env = "EVENTLOG_LISTEN", default_value = "127.0.0.1:8080")]

@@ -14,11 +14,11 @@
 //! - [`stream`] — [`StreamManager`]: публикация после фиксации и подписки.
 //! - [`metrics`] — имена метрик и экспорт Prometheus.
 
+pub mod logger;
+pub mod metrics;
 pub mod model;
 pub mod query;
 pub mod storage;
-pub mod logger;
-pub mod metrics;
 pub mod stream;
 
 pub use logger::EventLogger;

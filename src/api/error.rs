@@ -163,7 +163,8 @@ impl IntoResponse for ApiError {
             ApiError::BadUserInput { field, .. } => field.clone(),
             _ => None,
         };
-        let body = json!({"error": {"code": self.code(), "message": self.to_string(), "parameter": parameter}});
+        let body =
+            json!({"error": {"code": self.code(), "message": self.to_string(), "parameter": parameter}});
         (status, Json(body)).into_response()
     }
 }

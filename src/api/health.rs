@@ -26,7 +26,11 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         Ok(Ok(()))
     );
     let writer_ok = state.api.stream.logger().is_healthy(WRITER_STUCK_AFTER);
-    let status = if db_ok && writer_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if db_ok && writer_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (
         status,
         Json(json!({

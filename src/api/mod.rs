@@ -61,10 +61,16 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let body_limit = state.settings.body_limit;
     Router::new()
-        .route("/graphql", get(graphql::http::graphql_get).post(graphql::http::graphql_post))
+        .route(
+            "/graphql",
+            get(graphql::http::graphql_get).post(graphql::http::graphql_post),
+        )
         .route("/graphql/ws", get(graphql::ws::graphql_ws))
         .route("/my/projects/{project_id}/events", get(rest::events))
-        .route("/my/projects/{project_id}/events/{session_id}", get(rest::session_events))
+        .route(
+            "/my/projects/{project_id}/events/{session_id}",
+            get(rest::session_events),
+        )
         .route("/my/projects/{project_id}/analytics", get(rest::analytics))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

@@ -58,7 +58,11 @@ fn check_first(field: &str, first: i64, max: i64) -> Result<usize, ApiError> {
 }
 
 /// Проверяет фильтр и возвращает область чтения проекта.
-pub fn scope_for(principal: &Principal, project_id: Uuid, filter: &EventFilter) -> Result<ReadScope, ApiError> {
+pub fn scope_for(
+    principal: &Principal,
+    project_id: Uuid,
+    filter: &EventFilter,
+) -> Result<ReadScope, ApiError> {
     filter.validate().map_err(|e| e.at("filter"))?;
     Ok(principal.read_scope(project_id)?)
 }
@@ -69,7 +73,11 @@ pub async fn events_page(
     principal: &Principal,
     req: EventsRequest<'_>,
 ) -> Result<PageOut<Event>, ApiError> {
-    let max = if req.kind == CursorKind::SessionEvents { MAX_SESSION_PAGE } else { MAX_PAGE };
+    let max = if req.kind == CursorKind::SessionEvents {
+        MAX_SESSION_PAGE
+    } else {
+        MAX_PAGE
+    };
     let limit = check_first(req.names.0, req.first, max)?;
     if req.offset < 0 {
         return Err(ApiError::bad_input("offset", "must be at least 0"));
@@ -89,7 +97,13 @@ pub async fn events_page(
         .items
         .into_iter()
         .map(|e| {
-            let c = ctx.cursors.encode(binding, Position { at: e.created_at, id: e.id });
+            let c = ctx.cursors.encode(
+                binding,
+                Position {
+                    at: e.created_at,
+                    id: e.id,
+                },
+            );
             (c, e)
         })
         .collect();
@@ -112,7 +126,13 @@ pub async fn sessions_page(
 ) -> Result<PageOut<SessionSummary>, ApiError> {
     let limit = check_first("first", first, MAX_PAGE)?;
     let scope = scope_for(principal, project_id, &filter)?;
-    let binding = QueryBinding::new(CursorKind::Sessions, &scope, SortOrder::NewestFirst, Some(&filter), "");
+    let binding = QueryBinding::new(
+        CursorKind::Sessions,
+        &scope,
+        SortOrder::NewestFirst,
+        Some(&filter),
+        "",
+    );
     let after = after
         .map(|c| ctx.cursors.decode(binding, c))
         .transpose()
@@ -122,7 +142,13 @@ pub async fn sessions_page(
         .items
         .into_iter()
         .map(|s| {
-            let c = ctx.cursors.encode(binding, Position { at: s.last_event_at, id: s.session_id });
+            let c = ctx.cursors.encode(
+                binding,
+                Position {
+                    at: s.last_event_at,
+                    id: s.session_id,
+                },
+            );
             (c, s)
         })
         .collect();

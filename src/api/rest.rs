@@ -44,13 +44,20 @@ fn time_param(p: &Params, name: &str) -> Result<Option<DateTime<Utc>>, ApiError>
 
 fn int_param(p: &Params, name: &str, default: i64) -> Result<i64, ApiError> {
     p.get(name)
-        .map(|v| v.parse::<i64>().map_err(|_| ApiError::bad_input(name, "must be an integer")))
+        .map(|v| {
+            v.parse::<i64>()
+                .map_err(|_| ApiError::bad_input(name, "must be an integer"))
+        })
         .transpose()
         .map(|v| v.unwrap_or(default))
 }
 
 fn page_body(page: reads::PageOut<crate::model::Event>, limit: i64, offset: i64) -> Json<Value> {
-    let next = if page.has_next { page.items.last().map(|(c, _)| c.clone()) } else { None };
+    let next = if page.has_next {
+        page.items.last().map(|(c, _)| c.clone())
+    } else {
+        None
+    };
     let items: Vec<_> = page.items.into_iter().map(|(_, e)| e).collect();
     Json(json!({"items": items, "next_cursor": next, "limit": limit, "offset": offset}))
 }
@@ -67,7 +74,10 @@ pub async fn events(
     let filter = EventFilter {
         event_types: p.get("event_type").map(|v| vec![v.clone()]),
         agent_ids: p.get("agent_id").map(|v| vec![v.clone()]),
-        session_id: p.get("session_id").map(|v| uuid_param("session_id", v)).transpose()?,
+        session_id: p
+            .get("session_id")
+            .map(|v| uuid_param("session_id", v))
+            .transpose()?,
         from: time_param(&p, "from")?,
         to: time_param(&p, "to")?,
         ..Default::default()
@@ -105,7 +115,10 @@ pub async fn session_events(
     let limit = int_param(&p, "limit", 50)?;
     // REST держит предел 1..=500 и для этого маршрута (SPEC §6).
     if !(1..=reads::MAX_PAGE).contains(&limit) {
-        return Err(ApiError::bad_input("limit", format!("must be between 1 and {}", reads::MAX_PAGE)));
+        return Err(ApiError::bad_input(
+            "limit",
+            format!("must be between 1 and {}", reads::MAX_PAGE),
+        ));
     }
     let page = reads::events_page(
         &state.api,

@@ -46,7 +46,10 @@ pub async fn run_serve(settings: Settings) -> Result<()> {
     });
     let report = app.run_until_stopped().await.context("while serving")?;
     if report.lost > 0 {
-        bail!("{} queued events were not written before the shutdown deadline", report.lost);
+        bail!(
+            "{} queued events were not written before the shutdown deadline",
+            report.lost
+        );
     }
     Ok(())
 }
@@ -138,7 +141,10 @@ pub fn run_token(args: TokenArgs) -> Result<()> {
         other => bail!("--role: must be user, admin or service, got {other:?}"),
     };
     if role != Role::User && args.projects.is_empty() {
-        bail!("--project: at least one project is required for role {}", role.as_str());
+        bail!(
+            "--project: at least one project is required for role {}",
+            role.as_str()
+        );
     }
     let projects = (!args.projects.is_empty()).then_some(args.projects);
     let ttl = chrono::Duration::from_std(*args.ttl).context("--ttl: out of range")?;
@@ -164,7 +170,10 @@ pub async fn run_purge(args: PurgeArgs) -> Result<()> {
         .await
         .context("while connecting to the database")?;
     let cutoff = chrono::Utc::now() - chrono::Duration::from_std(*args.older_than).context("--older-than")?;
-    let n = store.purge_older_than(cutoff, 10_000).await.context("while purging")?;
+    let n = store
+        .purge_older_than(cutoff, 10_000)
+        .await
+        .context("while purging")?;
     println!("deleted {n} events older than {cutoff}");
     Ok(())
 }

@@ -22,8 +22,8 @@ use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use ack::{CommitError, CommitOutcome, CommitWaiter};
 use ack::AckGroup;
+pub use ack::{CommitError, CommitOutcome, CommitWaiter};
 
 use crate::metrics as m;
 use crate::model::{Event, NewEvent};

@@ -115,7 +115,10 @@ impl Worker {
             }
             if batch.is_empty() {
                 metrics::gauge!(m::QUEUE_DEPTH).set(0.0);
-                return ShutdownReport { drained: self.drained, lost: 0 };
+                return ShutdownReport {
+                    drained: self.drained,
+                    lost: 0,
+                };
             }
             let n = batch.len();
             match self.flush(batch).await {
@@ -134,7 +137,11 @@ impl Worker {
             lost += 1;
         }
         metrics::counter!(m::EVENTS_DROPPED).increment(lost as u64);
-        tracing::error!(lost, drained, "Shutdown deadline passed; queued events were not written.");
+        tracing::error!(
+            lost,
+            drained,
+            "Shutdown deadline passed; queued events were not written."
+        );
         ShutdownReport { drained, lost }
     }
 
@@ -148,13 +155,13 @@ impl Worker {
     /// ошибке, пока отвергнутая строка не останется одна, и переносит её в таблицу
     /// отказов. После фиксации публикует вставленное и отмечает группы ожидания.
     async fn flush(&mut self, batch: Vec<Queued>) -> Result<(), (DeadlineHit, Vec<Queued>)> {
-        let (events, acks): (Vec<NewEvent>, Vec<_>) =
-            batch.into_iter().map(|q| (q.event, q.ack)).unzip();
+        let (events, acks): (Vec<NewEvent>, Vec<_>) = batch.into_iter().map(|q| (q.event, q.ack)).unzip();
         let mut done = vec![Done::Duplicate; events.len()];
         let mut inserted: Vec<InsertedRow> = Vec::with_capacity(events.len());
         // Стек диапазонов вместо рекурсии: правую половину кладём первой, чтобы
         // левая писалась раньше и seq шёл в порядке очереди.
-        let mut stack = vec![0..events.len()];
+        let mut stack: Vec<std::ops::Range<usize>> = Vec::with_capacity(8);
+        stack.push(0..events.len());
         while let Some(range) = stack.pop() {
             let slice = &events[range.clone()];
             match self.insert_retrying(slice).await {
@@ -275,7 +282,11 @@ impl Worker {
     /// их зафиксировала прошлая, «неудачная» попытка.
     async fn recover_ambiguous(&self, events: &[NewEvent], got: &[InsertedRow]) -> Vec<InsertedRow> {
         let seen: std::collections::HashSet<Uuid> = got.iter().map(|r| r.id).collect();
-        let missing: Vec<Uuid> = events.iter().map(|e| e.id).filter(|id| !seen.contains(id)).collect();
+        let missing: Vec<Uuid> = events
+            .iter()
+            .map(|e| e.id)
+            .filter(|id| !seen.contains(id))
+            .collect();
         if missing.is_empty() {
             return Vec::new();
         }

@@ -84,11 +84,7 @@ pub struct EventDraft {
 impl EventDraft {
     /// Проверяет черновик и превращает его в [`NewEvent`] владельца `user_id`.
     /// `now` — часы сервера (параметр ради тестов).
-    pub fn into_new_event(
-        self,
-        user_id: String,
-        now: DateTime<Utc>,
-    ) -> Result<NewEvent, ValidationError> {
+    pub fn into_new_event(self, user_id: String, now: DateTime<Utc>) -> Result<NewEvent, ValidationError> {
         let payload = match self.payload {
             None => serde_json::Map::new(),
             Some(Value::Object(map)) => map,
@@ -181,10 +177,7 @@ fn check_text(
         ));
     }
     if v.contains('\0') {
-        return Err(ValidationError::new(
-            field,
-            "must not contain the NUL character",
-        ));
+        return Err(ValidationError::new(field, "must not contain the NUL character"));
     }
     Ok(())
 }
@@ -218,21 +211,81 @@ mod tests {
     #[test]
     fn each_field_rule_names_its_field() {
         let cases: Vec<(EventDraft, &str)> = vec![
-            (EventDraft { event_type: "tool".into(), ..draft() }, "eventType"),
-            (EventDraft { event_type: "A".repeat(65), ..draft() }, "eventType"),
-            (EventDraft { payload: Some(json!([1])), ..draft() }, "payload"),
             (
-                EventDraft { payload: Some(json!({"x": "a".repeat(MAX_PAYLOAD_BYTES)})), ..draft() },
+                EventDraft {
+                    event_type: "tool".into(),
+                    ..draft()
+                },
+                "eventType",
+            ),
+            (
+                EventDraft {
+                    event_type: "A".repeat(65),
+                    ..draft()
+                },
+                "eventType",
+            ),
+            (
+                EventDraft {
+                    payload: Some(json!([1])),
+                    ..draft()
+                },
                 "payload",
             ),
-            (EventDraft { payload: Some(json!({"x": "a\u{0}b"})), ..draft() }, "payload"),
-            (EventDraft { agent_id: Some("a".repeat(129)), ..draft() }, "agentId"),
-            (EventDraft { agent_id: Some(String::new()), ..draft() }, "agentId"),
-            (EventDraft { tool_name: Some("t".repeat(129)), ..draft() }, "toolName"),
-            (EventDraft { error_code: Some("E".repeat(65)), ..draft() }, "errorCode"),
-            (EventDraft { approval_status: Some("MAYBE".into()), ..draft() }, "approvalStatus"),
             (
-                EventDraft { created_at: Some(Utc::now() + Duration::minutes(6)), ..draft() },
+                EventDraft {
+                    payload: Some(json!({"x": "a".repeat(MAX_PAYLOAD_BYTES)})),
+                    ..draft()
+                },
+                "payload",
+            ),
+            (
+                EventDraft {
+                    payload: Some(json!({"x": "a\u{0}b"})),
+                    ..draft()
+                },
+                "payload",
+            ),
+            (
+                EventDraft {
+                    agent_id: Some("a".repeat(129)),
+                    ..draft()
+                },
+                "agentId",
+            ),
+            (
+                EventDraft {
+                    agent_id: Some(String::new()),
+                    ..draft()
+                },
+                "agentId",
+            ),
+            (
+                EventDraft {
+                    tool_name: Some("t".repeat(129)),
+                    ..draft()
+                },
+                "toolName",
+            ),
+            (
+                EventDraft {
+                    error_code: Some("E".repeat(65)),
+                    ..draft()
+                },
+                "errorCode",
+            ),
+            (
+                EventDraft {
+                    approval_status: Some("MAYBE".into()),
+                    ..draft()
+                },
+                "approvalStatus",
+            ),
+            (
+                EventDraft {
+                    created_at: Some(Utc::now() + Duration::minutes(6)),
+                    ..draft()
+                },
                 "createdAt",
             ),
         ];
@@ -256,7 +309,11 @@ mod tests {
 
     #[test]
     fn prefix_names_the_index() {
-        let e = err(EventDraft { event_type: "x".into(), ..draft() }).at("events[3]");
+        let e = err(EventDraft {
+            event_type: "x".into(),
+            ..draft()
+        })
+        .at("events[3]");
         assert_eq!(
             e.to_string(),
             "events[3].eventType: must match ^[A-Z][A-Z0-9_]{0,63}$"

@@ -12,9 +12,7 @@ pub fn json_contains(doc: &Value, pattern: &Value) -> bool {
         (Value::Object(d), Value::Object(p)) => p
             .iter()
             .all(|(k, pv)| d.get(k).is_some_and(|dv| json_contains(dv, pv))),
-        (Value::Array(d), Value::Array(p)) => p
-            .iter()
-            .all(|pv| d.iter().any(|dv| json_contains(dv, pv))),
+        (Value::Array(d), Value::Array(p)) => p.iter().all(|pv| d.iter().any(|dv| json_contains(dv, pv))),
         (Value::Number(a), Value::Number(b)) => match (a.as_i64(), b.as_i64()) {
             (Some(x), Some(y)) => x == y,
             _ => a.as_f64() == b.as_f64(),

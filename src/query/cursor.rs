@@ -97,12 +97,13 @@ impl CursorCodec {
         let mut h = Sha256::new();
         h.update(b"eventlog-cursor-v1|");
         h.update(secret);
-        Self { key: h.finalize().into() }
+        Self {
+            key: h.finalize().into(),
+        }
     }
 
     fn tag(&self, body: &[u8]) -> [u8; TAG_LEN] {
-        let mut mac =
-            Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC принимает ключ любой длины");
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC принимает ключ любой длины");
         mac.update(body);
         let full = mac.finalize().into_bytes();
         let mut out = [0u8; TAG_LEN];
@@ -132,8 +133,7 @@ impl CursorCodec {
         }
         let (body, tag) = raw.split_at(BODY_LEN);
         // Сравнение подписи через Mac::verify_truncated_left — за постоянное время.
-        let mut mac =
-            Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC принимает ключ любой длины");
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC принимает ключ любой длины");
         mac.update(body);
         mac.verify_truncated_left(tag)
             .map_err(|_| CursorError::Malformed)?;

@@ -56,10 +56,7 @@ impl EventFilter {
         if let Some(p) = &self.payload_contains
             && !p.is_object()
         {
-            return Err(ValidationError::new(
-                "payloadContains",
-                "must be a JSON object",
-            ));
+            return Err(ValidationError::new("payloadContains", "must be a JSON object"));
         }
         Ok(())
     }

@@ -76,9 +76,7 @@ impl ReadScope {
 
 impl Principal {
     fn allows_project(&self, project_id: Uuid) -> bool {
-        self.projects
-            .as_ref()
-            .is_none_or(|ps| ps.contains(&project_id))
+        self.projects.as_ref().is_none_or(|ps| ps.contains(&project_id))
     }
 
     /// Область чтения проекта по таблице SPEC §4.
@@ -86,9 +84,7 @@ impl Principal {
         // Изоляция: сервис не читает ничего; проект вне claim — отказ, а не пустой ответ,
         // чтобы клиент отличал «нет прав» от «нет данных».
         if self.role == Role::Service {
-            return Err(ScopeError::Forbidden(
-                "service tokens cannot read events".into(),
-            ));
+            return Err(ScopeError::Forbidden("service tokens cannot read events".into()));
         }
         if !self.allows_project(project_id) {
             return Err(ScopeError::ProjectNotAllowed(project_id));
@@ -104,11 +100,7 @@ impl Principal {
 
     /// От чьего имени можно записать событие в проект `project_id`.
     /// `requested` — присланный клиентом `userId`.
-    pub fn ingest_user(
-        &self,
-        project_id: Uuid,
-        requested: Option<&str>,
-    ) -> Result<String, ScopeError> {
+    pub fn ingest_user(&self, project_id: Uuid, requested: Option<&str>) -> Result<String, ScopeError> {
         if !self.allows_project(project_id) {
             return Err(ScopeError::ProjectNotAllowed(project_id));
         }

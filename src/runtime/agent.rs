@@ -230,10 +230,7 @@ pub(crate) fn extract_expression(text: &str) -> Option<String> {
     let allowed = |c: char| c.is_ascii_digit() || "+-*/(). ".contains(c);
     text.split(|c: char| !allowed(c))
         .map(str::trim)
-        .filter(|s| {
-            s.chars().any(|c| c.is_ascii_digit())
-                && s.chars().skip(1).any(|c| "+-*/".contains(c))
-        })
+        .filter(|s| s.chars().any(|c| c.is_ascii_digit()) && s.chars().skip(1).any(|c| "+-*/".contains(c)))
         .find(|s| Calculator::evaluate(s).is_ok())
         .map(str::to_owned)
 }
@@ -260,7 +257,13 @@ pub(crate) fn probe(request: &str) -> u64 {
 /// Сервис, о котором идёт речь.
 fn service_of(request: &str) -> &'static str {
     const SERVICES: [&str; 7] = [
-        "payments", "billing", "search", "auth", "gateway", "checkout", "notifications",
+        "payments",
+        "billing",
+        "search",
+        "auth",
+        "gateway",
+        "checkout",
+        "notifications",
     ];
     let ws = words(request);
     SERVICES
@@ -283,7 +286,10 @@ fn output_count(outputs: &[StepOutput], key: &str) -> usize {
     outputs
         .iter()
         .filter_map(|o| o.output.get(key))
-        .map(|v| v.as_array().map_or_else(|| v.as_u64().unwrap_or(0) as usize, Vec::len))
+        .map(|v| {
+            v.as_array()
+                .map_or_else(|| v.as_u64().unwrap_or(0) as usize, Vec::len)
+        })
         .sum()
 }
 
@@ -305,9 +311,23 @@ impl Agent for ResearchAgent {
         keyword_score(
             request,
             &[
-                "research", "find", "search", "compare", "summarize", "summarise", "summary",
-                "explain", "why", "benchmark", "benchmarks", "paper", "papers", "docs",
-                "documentation", "learn", "latest",
+                "research",
+                "find",
+                "search",
+                "compare",
+                "summarize",
+                "summarise",
+                "summary",
+                "explain",
+                "why",
+                "benchmark",
+                "benchmarks",
+                "paper",
+                "papers",
+                "docs",
+                "documentation",
+                "learn",
+                "latest",
             ],
         )
     }
@@ -395,8 +415,21 @@ impl Agent for CodeAgent {
         keyword_score(
             request,
             &[
-                "code", "bug", "fix", "implement", "refactor", "test", "tests", "function",
-                "compile", "patch", "file", "config", "parser", "module", "write",
+                "code",
+                "bug",
+                "fix",
+                "implement",
+                "refactor",
+                "test",
+                "tests",
+                "function",
+                "compile",
+                "patch",
+                "file",
+                "config",
+                "parser",
+                "module",
+                "write",
             ],
         )
     }
@@ -485,8 +518,20 @@ impl Agent for OpsAgent {
         keyword_score(
             request,
             &[
-                "deploy", "release", "rollback", "restart", "incident", "outage", "production",
-                "staging", "status", "health", "monitor", "scale", "latency", "down",
+                "deploy",
+                "release",
+                "rollback",
+                "restart",
+                "incident",
+                "outage",
+                "production",
+                "staging",
+                "status",
+                "health",
+                "monitor",
+                "scale",
+                "latency",
+                "down",
             ],
         )
     }
@@ -562,7 +607,10 @@ impl Agent for OpsAgent {
         if deployed.is_empty() {
             format!("Handled \"{request}\"; service is healthy, on-call notified.")
         } else {
-            format!("Handled \"{request}\"; deployment {} rolled out.", deployed.join(", "))
+            format!(
+                "Handled \"{request}\"; deployment {} rolled out.",
+                deployed.join(", ")
+            )
         }
     }
 }
@@ -647,7 +695,10 @@ mod tests {
 
     #[test]
     fn keyword_routing_picks_the_expected_agent() {
-        assert_eq!(best("Research the latest vector database benchmarks"), "research-agent");
+        assert_eq!(
+            best("Research the latest vector database benchmarks"),
+            "research-agent"
+        );
         assert_eq!(best("Fix the bug in the parser"), "code-agent");
         assert_eq!(best("Deploy payments to production"), "ops-agent");
         assert_eq!(best("What is 12 * (3 + 4)?"), "general-agent");

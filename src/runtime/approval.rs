@@ -166,11 +166,7 @@ pub struct ApprovalRequest {
 
 impl ApprovalRequest {
     /// Запрос без агента, вызова и собственного срока.
-    pub fn new(
-        tool_name: impl Into<String>,
-        risk_level: RiskLevel,
-        reason: impl Into<String>,
-    ) -> Self {
+    pub fn new(tool_name: impl Into<String>, risk_level: RiskLevel, reason: impl Into<String>) -> Self {
         Self {
             tool_name: tool_name.into(),
             risk_level,
@@ -568,10 +564,7 @@ impl ManagerTask {
         let Some(p) = self.pending.remove(&id) else {
             return Err(match self.history.get(&id) {
                 Some(ApprovalStatus::Timeout) => ApprovalError::Expired { id },
-                Some(status) => ApprovalError::AlreadyResolved {
-                    id,
-                    status: *status,
-                },
+                Some(status) => ApprovalError::AlreadyResolved { id, status: *status },
                 None => ApprovalError::UnknownId(id),
             });
         };
@@ -702,7 +695,9 @@ mod tests {
     }
 
     fn u64_of(e: &Event, key: &str) -> u64 {
-        e.payload[key].as_u64().unwrap_or_else(|| panic!("{key} in {:?}", e.payload))
+        e.payload[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{key} in {:?}", e.payload))
     }
 
     #[tokio::test]
@@ -713,7 +708,10 @@ mod tests {
         let start = Instant::now();
 
         // Act
-        let pending = manager.request(&ctx, deploy(Duration::from_secs(60))).await.unwrap();
+        let pending = manager
+            .request(&ctx, deploy(Duration::from_secs(60)))
+            .await
+            .unwrap();
         let id = pending.id;
         let decision = pending.decision().await.unwrap();
         let waited = start.elapsed();
@@ -723,11 +721,18 @@ mod tests {
 
         // Assert
         assert_eq!(decision, Decision::TimedOut);
-        assert!(waited >= Duration::from_secs(60) && waited < Duration::from_millis(60_010), "{waited:?}");
+        assert!(
+            waited >= Duration::from_secs(60) && waited < Duration::from_millis(60_010),
+            "{waited:?}"
+        );
         assert_eq!(late, Err(ApprovalError::Expired { id }));
         assert_eq!(
             types(&events),
-            ["APPROVAL_REQUIRED", "APPROVAL_TIMEOUT_WARNING", "APPROVAL_TIMEOUT"]
+            [
+                "APPROVAL_REQUIRED",
+                "APPROVAL_TIMEOUT_WARNING",
+                "APPROVAL_TIMEOUT"
+            ]
         );
         let (req, warn, timeout) = (&events[0], &events[1], &events[2]);
         assert_eq!(req.tool_name.as_deref(), Some("deploy"));
@@ -756,7 +761,10 @@ mod tests {
         // Arrange
         let (stream, manager, ctx) = setup().await;
         tokio::time::pause();
-        let pending = manager.request(&ctx, deploy(Duration::from_secs(60))).await.unwrap();
+        let pending = manager
+            .request(&ctx, deploy(Duration::from_secs(60)))
+            .await
+            .unwrap();
         let id = pending.id;
 
         // Act
@@ -790,7 +798,11 @@ mod tests {
         );
         assert_eq!(
             types(&events),
-            ["APPROVAL_REQUIRED", "APPROVAL_TIMEOUT_WARNING", "APPROVAL_RESOLVED"]
+            [
+                "APPROVAL_REQUIRED",
+                "APPROVAL_TIMEOUT_WARNING",
+                "APPROVAL_RESOLVED"
+            ]
         );
         let res = &events[2];
         assert_eq!(res.approval_status.as_deref(), Some("APPROVED"));
@@ -805,7 +817,10 @@ mod tests {
     async fn rejection_before_the_warning_emits_no_warning() {
         let (stream, manager, ctx) = setup().await;
         tokio::time::pause();
-        let pending = manager.request(&ctx, deploy(Duration::from_secs(60))).await.unwrap();
+        let pending = manager
+            .request(&ctx, deploy(Duration::from_secs(60)))
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_secs(29)).await;
         manager.resolve(pending.id, false, "bob", None).await.unwrap();
         assert!(matches!(pending.decision().await, Ok(Decision::Rejected { .. })));
@@ -821,8 +836,14 @@ mod tests {
     async fn expiries_of_30s_or_less_time_out_without_a_warning() {
         let (stream, manager, ctx) = setup().await;
         tokio::time::pause();
-        let thirty = manager.request(&ctx, deploy(Duration::from_secs(30))).await.unwrap();
-        let ten = manager.request(&ctx, deploy(Duration::from_secs(10))).await.unwrap();
+        let thirty = manager
+            .request(&ctx, deploy(Duration::from_secs(30)))
+            .await
+            .unwrap();
+        let ten = manager
+            .request(&ctx, deploy(Duration::from_secs(10)))
+            .await
+            .unwrap();
         let (ten_id, thirty_id) = (ten.id, thirty.id);
         assert_eq!(ten.decision().await.unwrap(), Decision::TimedOut);
         assert_eq!(thirty.decision().await.unwrap(), Decision::TimedOut);
@@ -830,7 +851,12 @@ mod tests {
         let events = drain_session(&stream, &ctx).await;
         assert_eq!(
             types(&events),
-            ["APPROVAL_REQUIRED", "APPROVAL_REQUIRED", "APPROVAL_TIMEOUT", "APPROVAL_TIMEOUT"]
+            [
+                "APPROVAL_REQUIRED",
+                "APPROVAL_REQUIRED",
+                "APPROVAL_TIMEOUT",
+                "APPROVAL_TIMEOUT"
+            ]
         );
         assert_eq!(events[2].payload["approval_id"], ten_id.to_string());
         assert_eq!(events[3].payload["approval_id"], thirty_id.to_string());
@@ -844,7 +870,10 @@ mod tests {
             manager.resolve(unknown, true, "bob", None).await,
             Err(ApprovalError::UnknownId(unknown))
         );
-        let a = manager.request(&ctx, deploy(Duration::from_secs(600))).await.unwrap();
+        let a = manager
+            .request(&ctx, deploy(Duration::from_secs(600)))
+            .await
+            .unwrap();
         let b = manager
             .request(&ctx, deploy(Duration::from_secs(300)).tool_call("call_2"))
             .await
@@ -873,8 +902,14 @@ mod tests {
             },
         );
         let ctx = session();
-        let a = manager.request(&ctx, deploy(Duration::from_secs(60))).await.unwrap();
-        let b = manager.request(&ctx, deploy(Duration::from_secs(60))).await.unwrap();
+        let a = manager
+            .request(&ctx, deploy(Duration::from_secs(60)))
+            .await
+            .unwrap();
+        let b = manager
+            .request(&ctx, deploy(Duration::from_secs(60)))
+            .await
+            .unwrap();
         manager.resolve(a.id, true, "bob", None).await.unwrap();
         manager.resolve(b.id, true, "bob", None).await.unwrap();
         assert_eq!(
@@ -892,7 +927,10 @@ mod tests {
     async fn waiters_outlive_dropped_handles_until_expiry() {
         let (stream, manager, ctx) = setup().await;
         tokio::time::pause();
-        let pending = manager.request(&ctx, deploy(Duration::from_secs(5))).await.unwrap();
+        let pending = manager
+            .request(&ctx, deploy(Duration::from_secs(5)))
+            .await
+            .unwrap();
         drop(manager);
         assert_eq!(pending.decision().await.unwrap(), Decision::TimedOut);
         tokio::time::resume();

@@ -349,16 +349,14 @@ impl AgentBus {
         // Место уже занято нашим разрешением, поэтому позиция ≥ 1.
         let queue_position = self.queue_depth().max(1);
         let task_id = TaskId::new();
-        self.inner.publisher.publish(
-            ctx.event(EventType::TaskQueued)
-                .agent(agent_id)
-                .payload(json!({
-                    "task_id": task_id.to_string(),
-                    "queue_position": queue_position,
-                    "task_name": task.name,
-                    "queue_capacity": self.inner.capacity,
-                })),
-        );
+        self.inner
+            .publisher
+            .publish(ctx.event(EventType::TaskQueued).agent(agent_id).payload(json!({
+                "task_id": task_id.to_string(),
+                "queue_position": queue_position,
+                "task_name": task.name,
+                "queue_capacity": self.inner.capacity,
+            })));
         let (reply, result) = oneshot::channel();
         permit.send(Job {
             task_id,
@@ -484,5 +482,212 @@ impl Worker {
             );
         }
         let _ = job.reply.send(result.map_err(|(e, _)| e));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::runtime::testkit::{drain_session, has_keys, memory_stream, session, types};
+
+    #[tokio::test]
+    async fn submit_emits_queued_and_a_worker_emits_dequeued_with_catalogue_keys() {
+        // Arrange
+        let stream = memory_stream().await;
+        let bus = AgentBus::start(
+            stream.clone(),
+            BusConfig {
+                workers: 2,
+                capacity: 8,
+            },
+        );
+        let ctx = session();
+
+        // Act
+        let ticket = bus
+            .submit_task(
+                &ctx,
+                "code-agent",
+                BusTask::new("run_tests", async { Ok(json!({"passed": 3})) }),
+            )
+            .unwrap();
+        let task_id = ticket.task_id;
+        assert_eq!(ticket.queue_position, 1);
+        assert_eq!(ticket.join().await.unwrap(), json!({"passed": 3}));
+        bus.shutdown().await;
+        let events = drain_session(&stream, &ctx).await;
+
+        // Assert
+        assert_eq!(types(&events), ["TASK_QUEUED", "TASK_DEQUEUED"]);
+        let (q, d) = (&events[0], &events[1]);
+        for e in [q, d] {
+            assert_eq!(e.agent_id.as_deref(), Some("code-agent"));
+            assert_eq!(e.payload["task_id"], task_id.to_string());
+            assert_eq!(e.error_code, None);
+            assert_eq!(e.tool_name, None);
+        }
+        has_keys(q, &["task_id", "queue_position"]);
+        assert_eq!(q.payload["queue_position"], 1);
+        has_keys(d, &["task_id", "worker_id", "wait_ms"]);
+        assert!(d.payload["worker_id"].as_str().unwrap().starts_with("worker-"));
+    }
+
+    #[tokio::test]
+    async fn full_queue_is_a_clear_error_and_leaves_no_queued_event() {
+        // Arrange: один исполнитель занят, очередь на две задачи.
+        let stream = memory_stream().await;
+        let bus = AgentBus::start(
+            stream.clone(),
+            BusConfig {
+                workers: 1,
+                capacity: 2,
+            },
+        );
+        let ctx = session();
+        let (started_tx, started_rx) = oneshot::channel();
+        let (release_tx, release_rx) = oneshot::channel::<()>();
+        let blocker = bus
+            .submit_task(
+                &ctx,
+                "a",
+                BusTask::new("block", async move {
+                    let _ = started_tx.send(());
+                    let _ = release_rx.await;
+                    Ok(json!(null))
+                }),
+            )
+            .unwrap();
+        started_rx.await.unwrap();
+
+        // Act
+        let second = bus
+            .submit_task(&ctx, "a", BusTask::new("second", async { Ok(json!(2)) }))
+            .unwrap();
+        let third = bus
+            .submit_task(&ctx, "a", BusTask::new("third", async { Ok(json!(3)) }))
+            .unwrap();
+        let full = bus.submit_task(&ctx, "a", BusTask::new("fourth", async { Ok(json!(4)) }));
+
+        // Assert
+        assert_eq!((second.queue_position, third.queue_position), (1, 2));
+        assert_eq!(full.unwrap_err(), BusError::QueueFull { capacity: 2 });
+        assert_eq!(
+            BusError::QueueFull { capacity: 2 }.to_string(),
+            "agent bus queue is full (2 tasks)"
+        );
+        release_tx.send(()).unwrap();
+        blocker.join().await.unwrap();
+        assert_eq!(second.join().await.unwrap(), json!(2));
+        assert_eq!(third.join().await.unwrap(), json!(3));
+        bus.shutdown().await;
+        let events = drain_session(&stream, &ctx).await;
+        let queued = events.iter().filter(|e| e.event_type == "TASK_QUEUED").count();
+        assert_eq!(queued, 3, "the refused task must not appear as queued");
+        assert!(!events.iter().any(|e| e.payload["task_name"] == "fourth"));
+    }
+
+    #[tokio::test]
+    async fn failing_and_panicking_tasks_emit_error_and_workers_keep_going() {
+        let stream = memory_stream().await;
+        let bus = AgentBus::start(
+            stream.clone(),
+            BusConfig {
+                workers: 1,
+                capacity: 8,
+            },
+        );
+        let ctx = session();
+        let failed = bus
+            .submit_task(
+                &ctx,
+                "a",
+                BusTask::new("fail", async {
+                    Err(TaskError::new("TESTS_FLAKY", "one test failed").retryable())
+                }),
+            )
+            .unwrap();
+        let panicked = bus
+            .submit_task(&ctx, "a", BusTask::new("panic", async { panic!("job blew up") }))
+            .unwrap();
+        let fine = bus
+            .submit_task(&ctx, "a", BusTask::new("fine", async { Ok(json!("ok")) }))
+            .unwrap();
+
+        let failed = failed.join().await.unwrap_err();
+        assert!(matches!(&failed, BusError::TaskFailed { source, .. } if source.code == "TESTS_FLAKY"));
+        assert!(failed.is_retryable());
+        let panicked = panicked.join().await.unwrap_err();
+        assert!(matches!(&panicked, BusError::TaskPanicked { message, .. } if message == "job blew up"));
+        assert_eq!(fine.join().await.unwrap(), json!("ok"));
+        bus.shutdown().await;
+
+        let events = drain_session(&stream, &ctx).await;
+        let errors: Vec<_> = events.iter().filter(|e| e.event_type == "ERROR").collect();
+        assert_eq!(errors.len(), 2);
+        assert_eq!(errors[0].error_code.as_deref(), Some("TESTS_FLAKY"));
+        assert_eq!(errors[1].error_code.as_deref(), Some("TASK_PANIC"));
+        for e in &errors {
+            has_keys(
+                e,
+                &["error_message", "stack_trace", "source", "task_id", "worker_id"],
+            );
+            assert_eq!(e.payload["source"], "agent_bus");
+        }
+        assert!(
+            errors[1].payload["stack_trace"]
+                .as_str()
+                .unwrap()
+                .contains("job blew up")
+        );
+        // Порядок: взята → ошибка; следующая задача берётся после.
+        assert_eq!(
+            types(&events),
+            [
+                "TASK_QUEUED",
+                "TASK_QUEUED",
+                "TASK_QUEUED",
+                "TASK_DEQUEUED",
+                "ERROR",
+                "TASK_DEQUEUED",
+                "ERROR",
+                "TASK_DEQUEUED"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn shutdown_finishes_queued_tasks_and_then_refuses_new_ones() {
+        let stream = memory_stream().await;
+        let bus = AgentBus::start(
+            stream.clone(),
+            BusConfig {
+                workers: 1,
+                capacity: 8,
+            },
+        );
+        let ctx = session();
+        let tickets: Vec<_> = (0..4)
+            .map(|i| {
+                bus.submit_task(
+                    &ctx,
+                    "a",
+                    BusTask::new("slow", async move {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        Ok(json!(i))
+                    }),
+                )
+                .unwrap()
+            })
+            .collect();
+        bus.shutdown().await;
+        for (i, t) in tickets.into_iter().enumerate() {
+            assert_eq!(t.join().await.unwrap(), json!(i));
+        }
+        let late = bus.submit_task(&ctx, "a", BusTask::new("late", async { Ok(json!(0)) }));
+        assert_eq!(late.unwrap_err(), BusError::Closed);
+        assert_eq!(bus.queue_depth(), 0);
+        stream.shutdown().await;
     }
 }

@@ -61,12 +61,7 @@ impl SessionContext {
     /// Заготовка события этой сессии (остальные поля задаются построителем
     /// [`NewEvent`]).
     pub fn event(&self, event_type: EventType) -> NewEvent {
-        NewEvent::new(
-            self.session_id,
-            self.user_id.clone(),
-            self.project_id,
-            event_type,
-        )
+        NewEvent::new(self.session_id, self.user_id.clone(), self.project_id, event_type)
     }
 }
 
@@ -117,10 +112,7 @@ impl PublishStats {
 
     /// Сколько принято событий типа `t`.
     pub fn count(&self, t: EventType) -> u64 {
-        self.by_type
-            .iter()
-            .find(|(x, _)| *x == t)
-            .map_or(0, |(_, n)| *n)
+        self.by_type.iter().find(|(x, _)| *x == t).map_or(0, |(_, n)| *n)
     }
 }
 
@@ -169,9 +161,7 @@ struct Counters {
 
 impl fmt::Debug for Publisher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Publisher")
-            .field("stats", &self.stats())
-            .finish()
+        f.debug_struct("Publisher").field("stats", &self.stats()).finish()
     }
 }
 
@@ -202,9 +192,7 @@ impl Publisher {
     /// Отдаёт событие писателю, не блокируясь. Возвращает `true`, если событие
     /// принято в очередь; `false` — потеряно (см. описание типа).
     pub fn publish(&self, event: NewEvent) -> bool {
-        let idx = EventType::ALL
-            .iter()
-            .position(|t| t.as_str() == event.event_type);
+        let idx = EventType::ALL.iter().position(|t| t.as_str() == event.event_type);
         match self.stream.broadcast_event(event) {
             Ok(()) => {
                 match idx {

@@ -410,7 +410,14 @@ pub async fn run_demo(
         failed: AtomicU64::new(0),
         committed: AtomicU64::new(0),
     });
-    tracing::info!(seed = cfg.seed, users = cfg.users, projects = cfg.projects, sessions = cfg.sessions, duration_ms = millis(cfg.duration), "Demo started.");
+    tracing::info!(
+        seed = cfg.seed,
+        users = cfg.users,
+        projects = cfg.projects,
+        sessions = cfg.sessions,
+        duration_ms = millis(cfg.duration),
+        "Demo started."
+    );
 
     // Наблюдатели: подписки на каждый проект считают записанное и кормят согласующего.
     // Подписки создаются до первого события, так что ничего не пропадает.
@@ -479,9 +486,7 @@ pub async fn run_demo(
     let mut subscription_error = None;
     loop {
         let published = runtime.publisher.stats().total();
-        if shared.committed.load(Ordering::Acquire) >= published
-            || Instant::now() >= drain_deadline
-        {
+        if shared.committed.load(Ordering::Acquire) >= published || Instant::now() >= drain_deadline {
             break;
         }
         if watchers.is_empty() {
@@ -569,7 +574,9 @@ async fn session_worker(
             TOUR.to_vec()
         } else {
             let n = rng.random_range(1..=4);
-            (0..n).map(|_| random_message(&mut rng, cfg.direct_share)).collect()
+            (0..n)
+                .map(|_| random_message(&mut rng, cfg.direct_share))
+                .collect()
         };
         let ctx = SessionContext::new_session(user, project);
         let key = (w << 32) | opened as u64;
@@ -614,12 +621,7 @@ enum Verdict {
 
 /// Решение согласующего и пауза перед ним; функция зерна, ключа сессии и
 /// номера согласования в ней.
-fn decide(
-    seed: u64,
-    session_key: u64,
-    ordinal: u64,
-    expires_in: Duration,
-) -> (Verdict, Duration) {
+fn decide(seed: u64, session_key: u64, ordinal: u64, expires_in: Duration) -> (Verdict, Duration) {
     let mut rng = StdRng::seed_from_u64(stable_hash(&[
         &seed.to_le_bytes(),
         &session_key.to_le_bytes(),
@@ -627,8 +629,7 @@ fn decide(
     ]));
     if expires_in > WARNING_BEFORE_EXPIRY {
         // Длинное: решаем всегда, но после предупреждения.
-        let delay = expires_in - WARNING_BEFORE_EXPIRY
-            + Duration::from_millis(rng.random_range(100..500));
+        let delay = expires_in - WARNING_BEFORE_EXPIRY + Duration::from_millis(rng.random_range(100..500));
         let verdict = if rng.random_bool(0.7) {
             Verdict::Approve
         } else {
@@ -797,5 +798,72 @@ mod tests {
         };
         assert!(validate(&bad).is_err());
         assert!(validate(&DemoConfig::default()).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod tour_tests {
+    use super::*;
+    use crate::runtime::agent::{Agent, CodeAgent, OpsAgent, StepAction, builtin_agents};
+    use crate::runtime::tools::FlakyOutcome;
+    use serde_json::json;
+
+    fn tool_inputs(agent: &dyn Agent, text: &str, tool: &str) -> Vec<Value> {
+        agent
+            .plan(text)
+            .into_iter()
+            .filter_map(|s| match s.action {
+                StepAction::CallTool { tool: t, input } if t == tool => Some(input),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn tour_ops_message_fails_once_then_deploys_to_production() {
+        let flaky = FlakyService::default();
+        let text = TOUR[0].text;
+        let probe = tool_inputs(&OpsAgent, text, "service_status").remove(0);
+        assert_eq!(flaky.outcome(&probe), FlakyOutcome::Error);
+        let mut retry = probe.clone();
+        retry["attempt"] = json!(1);
+        assert_eq!(flaky.outcome(&retry), FlakyOutcome::Ok);
+        let deploy = tool_inputs(&OpsAgent, text, "deploy").remove(0);
+        assert_eq!(deploy["environment"], "production");
+    }
+
+    #[test]
+    fn tour_reaches_three_high_risk_approvals() {
+        let agents = builtin_agents();
+        let mut high = 0;
+        for m in &TOUR[1..] {
+            let agent = match m.direct_agent {
+                Some(id) => agents.iter().find(|a| a.id() == id).unwrap().clone(),
+                None => agents
+                    .iter()
+                    .max_by(|a, b| a.score(m.text).score.total_cmp(&b.score(m.text).score))
+                    .unwrap()
+                    .clone(),
+            };
+            high += tool_inputs(agent.as_ref(), m.text, "file_write").len();
+            // Тесты кода не должны падать все три попытки подряд.
+            for step in agent.plan(m.text) {
+                if let StepAction::Delegate { job, input } = step.action
+                    && job == "run_tests"
+                {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap();
+                    let ok = (0..3).any(|a| {
+                        let mut i = input.clone();
+                        i["attempt"] = json!(a);
+                        rt.block_on(CodeAgent.run_job("run_tests", i)).is_ok()
+                    });
+                    assert!(ok, "{}", m.text);
+                }
+            }
+        }
+        assert_eq!(high, 3);
     }
 }

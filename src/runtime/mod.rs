@@ -60,12 +60,12 @@ mod testkit;
 use uuid::Uuid;
 
 pub use agent::{
-    Agent, AgentInfo, AgentScore, CodeAgent, GeneralAgent, OpsAgent, PlanStep, ResearchAgent,
-    StepAction, StepOutput, builtin_agents,
+    Agent, AgentInfo, AgentScore, CodeAgent, GeneralAgent, OpsAgent, PlanStep, ResearchAgent, StepAction,
+    StepOutput, builtin_agents,
 };
 pub use approval::{
-    ApprovalConfig, ApprovalError, ApprovalId, ApprovalInfo, ApprovalManager, ApprovalRequest,
-    Decision, PendingApproval, WARNING_BEFORE_EXPIRY,
+    ApprovalConfig, ApprovalError, ApprovalId, ApprovalInfo, ApprovalManager, ApprovalRequest, Decision,
+    PendingApproval, WARNING_BEFORE_EXPIRY,
 };
 pub use bus::{AgentBus, BusConfig, BusError, BusTask, TaskError, TaskId, TaskTicket};
 pub use context::{AgentMode, PublishStats, Publisher, SessionContext};
@@ -75,8 +75,8 @@ pub use orchestrator::{
     RouterConfig,
 };
 pub use tool_executor::{
-    RiskAssessment, RiskLevel, Tool, ToolError, ToolExecutor, ToolExecutorConfig,
-    ToolExecutorError, ToolInfo, ToolOutput, ToolType,
+    RiskAssessment, RiskLevel, Tool, ToolError, ToolExecutor, ToolExecutorConfig, ToolExecutorError,
+    ToolInfo, ToolOutput, ToolType,
 };
 pub use worker_space::{UserWorkerSpace, WorkerSpaceError};
 

@@ -90,25 +90,63 @@ fn terms(text: &str) -> Vec<String> {
 impl KnowledgeBase {
     /// База из документов.
     pub fn new(docs: Vec<Document>) -> Self {
-        Self {
-            docs: Arc::new(docs),
-        }
+        Self { docs: Arc::new(docs) }
     }
 
     /// Небольшая встроенная база (ранбуки, заметки о коде, обзоры) для демо.
     pub fn builtin() -> Self {
         let d = Document::new;
         Self::new(vec![
-            d("kb://runbooks/deploy", "Deployment runbook", "deploy release rollback production staging canary payments billing checkout gateway"),
-            d("kb://runbooks/incident", "Incident response", "incident outage latency down restart status health monitor escalate oncall"),
-            d("kb://runbooks/scaling", "Scaling guide", "scale autoscaling capacity latency search auth notifications"),
-            d("kb://code/parser", "Parser internals", "codebase parser tokenizer bug fix grammar tests module"),
-            d("kb://code/config", "Configuration module", "codebase config file loader settings module write tests"),
-            d("kb://code/testing", "Testing guide", "codebase tests test suite flaky fix refactor function compile"),
-            d("kb://research/vector-db", "Vector database benchmarks", "research latest vector database benchmarks compare recall latency"),
-            d("kb://research/llm-eval", "LLM evaluation survey", "research papers evaluation benchmarks summarize compare models"),
-            d("kb://research/observability", "Agent observability", "research agents observability tracing events logging docs documentation"),
-            d("kb://faq/general", "General FAQ", "help questions answers general assistant"),
+            d(
+                "kb://runbooks/deploy",
+                "Deployment runbook",
+                "deploy release rollback production staging canary payments billing checkout gateway",
+            ),
+            d(
+                "kb://runbooks/incident",
+                "Incident response",
+                "incident outage latency down restart status health monitor escalate oncall",
+            ),
+            d(
+                "kb://runbooks/scaling",
+                "Scaling guide",
+                "scale autoscaling capacity latency search auth notifications",
+            ),
+            d(
+                "kb://code/parser",
+                "Parser internals",
+                "codebase parser tokenizer bug fix grammar tests module",
+            ),
+            d(
+                "kb://code/config",
+                "Configuration module",
+                "codebase config file loader settings module write tests",
+            ),
+            d(
+                "kb://code/testing",
+                "Testing guide",
+                "codebase tests test suite flaky fix refactor function compile",
+            ),
+            d(
+                "kb://research/vector-db",
+                "Vector database benchmarks",
+                "research latest vector database benchmarks compare recall latency",
+            ),
+            d(
+                "kb://research/llm-eval",
+                "LLM evaluation survey",
+                "research papers evaluation benchmarks summarize compare models",
+            ),
+            d(
+                "kb://research/observability",
+                "Agent observability",
+                "research agents observability tracing events logging docs documentation",
+            ),
+            d(
+                "kb://faq/general",
+                "General FAQ",
+                "help questions answers general assistant",
+            ),
         ])
     }
 
@@ -439,17 +477,15 @@ impl OrchestratorRouter {
         if from == Some(to.id()) {
             return false;
         }
-        self.inner.publisher.publish(
-            ctx.event(EventType::AgentSwitched)
-                .agent(to.id())
-                .payload(json!({
-                    "from_agent_id": from,
-                    "to_agent_id": to.id(),
-                    "agent_name": to.name(),
-                    "reason": reason,
-                    "mode": mode.as_str(),
-                })),
-        );
+        self.inner
+            .publisher
+            .publish(ctx.event(EventType::AgentSwitched).agent(to.id()).payload(json!({
+                "from_agent_id": from,
+                "to_agent_id": to.id(),
+                "agent_name": to.name(),
+                "reason": reason,
+                "mode": mode.as_str(),
+            })));
         tracing::debug!(from = ?from, to = to.id(), %mode, "Agent switched.");
         true
     }
@@ -464,17 +500,11 @@ impl OrchestratorRouter {
     ) -> Result<Orchestration, OrchestratorError> {
         let (agent, reason) = self.select_agent(request, current)?;
         self.switch_agent(ctx, current, agent.as_ref(), &reason, AgentMode::Orchestrated);
-        self.execute(ctx, agent, request, AgentMode::Orchestrated)
-            .await
+        self.execute(ctx, agent, request, AgentMode::Orchestrated).await
     }
 
     /// Извлекает контекст и испускает `CONTEXT_RETRIEVED`.
-    pub async fn retrieve_context(
-        &self,
-        ctx: &SessionContext,
-        agent_id: &str,
-        query: &str,
-    ) -> ContextBundle {
+    pub async fn retrieve_context(&self, ctx: &SessionContext, agent_id: &str, query: &str) -> ContextBundle {
         self.retrieve(ctx, agent_id, query, None).await
     }
 
@@ -527,17 +557,19 @@ impl OrchestratorRouter {
         let plan_id = Uuid::now_v7();
         let plan = agent.plan(request);
         let described: Vec<Value> = plan.iter().enumerate().map(|(i, s)| s.describe(i)).collect();
-        self.inner.publisher.publish(
-            ctx.event(EventType::TaskPlanCreated)
-                .agent(agent.id())
-                .payload(json!({
-                    "plan_id": plan_id.to_string(),
-                    "steps": described,
-                    "request": truncate_str(request, 500),
-                    "mode": mode.as_str(),
-                    "agent_name": agent.name(),
-                })),
-        );
+        self.inner
+            .publisher
+            .publish(
+                ctx.event(EventType::TaskPlanCreated)
+                    .agent(agent.id())
+                    .payload(json!({
+                        "plan_id": plan_id.to_string(),
+                        "steps": described,
+                        "request": truncate_str(request, 500),
+                        "mode": mode.as_str(),
+                        "agent_name": agent.name(),
+                    })),
+            );
         let mut outputs: Vec<StepOutput> = Vec::with_capacity(plan.len());
         let mut response = None;
         for (i, step) in plan.iter().enumerate() {
@@ -557,10 +589,7 @@ impl OrchestratorRouter {
             match self.run_step(&run, &agent, request, step, &outputs).await {
                 Ok(output) => {
                     if matches!(step.action, StepAction::Respond) {
-                        response = output
-                            .get("response")
-                            .and_then(Value::as_str)
-                            .map(str::to_owned);
+                        response = output.get("response").and_then(Value::as_str).map(str::to_owned);
                     }
                     self.inner.publisher.publish(run.event(
                         EventType::TaskCompleted,
@@ -575,7 +604,8 @@ impl OrchestratorRouter {
                     });
                 }
                 Err(err) => {
-                    let refused = matches!(&err, OrchestratorError::ToolStep { source, .. } if source.is_refused());
+                    let refused =
+                        matches!(&err, OrchestratorError::ToolStep { source, .. } if source.is_refused());
                     let status = if refused { "refused" } else { "failed" };
                     self.inner.publisher.publish(run.event(
                         EventType::TaskCompleted,
@@ -628,7 +658,9 @@ impl OrchestratorRouter {
         match &step.action {
             StepAction::RetrieveContext { query } => {
                 running(format!("retrieving context for \"{}\"", truncate_str(query, 100)));
-                let bundle = self.retrieve(run.ctx, run.agent_id, query, Some(run.task_id)).await;
+                let bundle = self
+                    .retrieve(run.ctx, run.agent_id, query, Some(run.task_id))
+                    .await;
                 let sources: Vec<&str> = bundle.documents.iter().map(|d| d.source.as_str()).collect();
                 Ok(json!({ "documents": bundle.documents.len(), "sources": sources }))
             }
@@ -690,5 +722,299 @@ impl OrchestratorRouter {
             }
             StepAction::Respond => Ok(json!({ "response": agent.respond(request, outputs) })),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::future::BoxFuture;
+
+    use super::*;
+    use crate::StreamManager;
+    use crate::model::Event;
+    use crate::runtime::agent::AgentScore;
+    use crate::runtime::bus::TaskError;
+    use crate::runtime::testkit::{drain_session, has_keys, memory_stream, session, types};
+    use crate::runtime::{AgentRuntime, RuntimeConfig};
+
+    /// Агент с заданным планом; задача шины `flaky_job` падает на первой попытке.
+    struct PlanAgent {
+        plan: Vec<PlanStep>,
+    }
+
+    impl Agent for PlanAgent {
+        fn id(&self) -> &str {
+            "plan-agent"
+        }
+        fn name(&self) -> &str {
+            "Plan Agent"
+        }
+        fn score(&self, request: &str) -> AgentScore {
+            AgentScore {
+                score: if request.contains("scripted") { 100.0 } else { 0.0 },
+                reason: "scripted request".into(),
+            }
+        }
+        fn plan(&self, _request: &str) -> Vec<PlanStep> {
+            self.plan.clone()
+        }
+        fn run_job(&self, job: &str, input: Value) -> BoxFuture<'static, Result<Value, TaskError>> {
+            let job = job.to_owned();
+            Box::pin(async move {
+                let attempt = input.get("attempt").and_then(Value::as_u64).unwrap_or(0);
+                if job == "flaky_job" && attempt == 0 {
+                    Err(TaskError::new("JOB_FLAKY", "first attempt fails").retryable())
+                } else {
+                    Ok(json!({ "job": job, "attempt": attempt }))
+                }
+            })
+        }
+        fn respond(&self, _request: &str, outputs: &[StepOutput]) -> String {
+            format!("{} steps done", outputs.len())
+        }
+    }
+
+    async fn setup() -> (StreamManager, AgentRuntime) {
+        let stream = memory_stream().await;
+        let mut cfg = RuntimeConfig::default();
+        cfg.router.retry_backoff = Duration::from_millis(1);
+        cfg.tools.high_risk_approval_expiry = Some(Duration::from_millis(50));
+        (stream.clone(), AgentRuntime::start(stream, cfg))
+    }
+
+    fn of<'a>(events: &'a [Event], t: &str) -> Vec<&'a Event> {
+        events.iter().filter(|e| e.event_type == t).collect()
+    }
+
+    #[tokio::test]
+    async fn route_emits_switch_plan_context_steps_in_order_with_catalogue_keys() {
+        // Arrange
+        let (stream, rt) = setup().await;
+        let ctx = session();
+
+        // Act
+        let done = rt
+            .router
+            .route(&ctx, None, "Research the latest vector database benchmarks")
+            .await
+            .unwrap();
+        rt.shutdown().await;
+        let events = drain_session(&stream, &ctx).await;
+
+        // Assert
+        assert_eq!(done.agent_id, "research-agent");
+        assert!(done.response.contains("Research on"));
+        assert_eq!(
+            &types(&events)[..3],
+            ["AGENT_SWITCHED", "TASK_PLAN_CREATED", "TASK_STARTED"]
+        );
+        let sw = &events[0];
+        assert_eq!(sw.agent_id.as_deref(), Some("research-agent"));
+        has_keys(
+            sw,
+            &["from_agent_id", "to_agent_id", "agent_name", "reason", "mode"],
+        );
+        assert_eq!(sw.payload["from_agent_id"], Value::Null);
+        assert_eq!(sw.payload["to_agent_id"], "research-agent");
+        assert_eq!(sw.payload["agent_name"], "Research Agent");
+        assert_eq!(sw.payload["mode"], "orchestrated");
+        assert!(sw.payload["reason"].as_str().unwrap().contains("research"));
+
+        let plan = &events[1];
+        has_keys(plan, &["plan_id", "steps"]);
+        assert_eq!(plan.payload["plan_id"], done.plan_id.to_string());
+        let steps = plan.payload["steps"].as_array().unwrap();
+        assert_eq!(steps.len(), done.steps.len());
+        assert_eq!(steps[0]["action"], "retrieve_context");
+
+        let ctx_ev = of(&events, "CONTEXT_RETRIEVED");
+        assert_eq!(ctx_ev.len(), 1);
+        has_keys(ctx_ev[0], &["query", "documents", "sources", "duration_ms"]);
+        assert!(ctx_ev[0].payload["documents"].as_u64().unwrap() >= 1);
+        assert!(
+            ctx_ev[0].payload["sources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s == "kb://research/vector-db")
+        );
+
+        // Каждый шаг: STARTED → … → COMPLETED с одним task_id; прогресс растёт до 1.
+        let started = of(&events, "TASK_STARTED");
+        let completed = of(&events, "TASK_COMPLETED");
+        assert_eq!(started.len(), steps.len());
+        assert_eq!(completed.len(), steps.len());
+        let mut last_progress = -1.0;
+        for e in events.iter().filter(|e| {
+            e.event_type.starts_with("TASK_")
+                && e.event_type != "TASK_PLAN_CREATED"
+                && e.event_type != "TASK_QUEUED"
+                && e.event_type != "TASK_DEQUEUED"
+        }) {
+            has_keys(e, &["task_id", "step", "progress", "status", "duration_ms"]);
+            assert_eq!(e.agent_id.as_deref(), Some("research-agent"));
+            let p = e.payload["progress"].as_f64().unwrap();
+            assert!(
+                (0.0..=1.0).contains(&p) && p >= last_progress,
+                "{p} after {last_progress}"
+            );
+            last_progress = p;
+        }
+        assert_eq!(completed.last().unwrap().payload["progress"], 1.0);
+        for (s, c) in started.iter().zip(&completed) {
+            assert_eq!(s.payload["task_id"], c.payload["task_id"]);
+            assert_eq!(s.payload["status"], "running");
+            assert_eq!(c.payload["status"], "completed");
+        }
+        assert!(!of(&events, "TASK_PROGRESS").is_empty());
+        // Инструмент и шина тоже участвовали.
+        assert_eq!(
+            of(&events, "TOOL_REQUEST")[0].tool_name.as_deref(),
+            Some("web_search")
+        );
+        assert_eq!(of(&events, "TASK_QUEUED").len(), 1);
+        assert_eq!(of(&events, "TASK_DEQUEUED").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_same_agent_again_is_not_a_switch() {
+        let (stream, rt) = setup().await;
+        let ctx = session();
+        let first = rt.router.route(&ctx, None, "What is 2 + 2?").await.unwrap();
+        assert_eq!(first.agent_id, "general-agent");
+        rt.router
+            .route(&ctx, Some("general-agent"), "What is 3 * 3?")
+            .await
+            .unwrap();
+        rt.router
+            .route(
+                &ctx,
+                Some("general-agent"),
+                "Deploy billing to staging? no: status of billing",
+            )
+            .await
+            .ok();
+        rt.shutdown().await;
+        let events = drain_session(&stream, &ctx).await;
+        let switches = of(&events, "AGENT_SWITCHED");
+        assert_eq!(switches.len(), 2);
+        assert_eq!(switches[1].payload["from_agent_id"], "general-agent");
+        assert_eq!(switches[1].payload["to_agent_id"], "ops-agent");
+        assert_eq!(switches[1].agent_id.as_deref(), Some("ops-agent"));
+    }
+
+    #[tokio::test]
+    async fn retryable_failures_are_retried_with_attempt_numbers() {
+        // Arrange
+        let (stream, rt) = setup().await;
+        rt.router.register_agent(Arc::new(PlanAgent {
+            plan: vec![
+                PlanStep::new(
+                    "probe",
+                    StepAction::CallTool {
+                        tool: "service_status".into(),
+                        input: json!({"service": "billing", "simulate": "error_once"}),
+                    },
+                ),
+                PlanStep::new(
+                    "job",
+                    StepAction::Delegate {
+                        job: "flaky_job".into(),
+                        input: json!({}),
+                    },
+                ),
+                PlanStep::new("answer", StepAction::Respond),
+            ],
+        }));
+        let ctx = session();
+
+        // Act
+        let done = rt.router.route(&ctx, None, "scripted run").await.unwrap();
+        rt.shutdown().await;
+        let events = drain_session(&stream, &ctx).await;
+
+        // Assert
+        assert_eq!(done.response, "2 steps done");
+        assert_eq!(done.steps[1].output, json!({"job": "flaky_job", "attempt": 1}));
+        let requests = of(&events, "TOOL_REQUEST");
+        assert_eq!(requests.len(), 2);
+        assert_eq!(requests[1].payload["attempt"], 1);
+        let retries: Vec<_> = of(&events, "TASK_PROGRESS")
+            .into_iter()
+            .filter(|e| e.payload["status"] == "retrying")
+            .collect();
+        assert_eq!(retries.len(), 2);
+        assert_eq!(retries[0].payload["last_error_code"], "UPSTREAM_UNAVAILABLE");
+        assert_eq!(retries[1].payload["last_error_code"], "JOB_FLAKY");
+        let errors = of(&events, "ERROR");
+        assert_eq!(errors.len(), 2);
+        assert_eq!(errors[0].payload["source"], "tool_executor");
+        assert_eq!(errors[1].payload["source"], "agent_bus");
+        assert!(
+            of(&events, "TASK_COMPLETED")
+                .iter()
+                .all(|e| e.payload["status"] == "completed")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_step_stops_the_plan_with_status_refused() {
+        let (stream, rt) = setup().await;
+        rt.router.register_agent(Arc::new(PlanAgent {
+            plan: vec![
+                PlanStep::new(
+                    "write",
+                    StepAction::CallTool {
+                        tool: "file_write".into(),
+                        input: json!({"path": "a.txt", "content": "x"}),
+                    },
+                ),
+                PlanStep::new("answer", StepAction::Respond),
+            ],
+        }));
+        let ctx = session();
+        let err = rt.router.route(&ctx, None, "scripted write").await.unwrap_err();
+        assert_eq!(err.code(), "APPROVAL_TIMEOUT");
+        assert!(matches!(err, OrchestratorError::ToolStep { step: 0, .. }));
+        rt.shutdown().await;
+        let events = drain_session(&stream, &ctx).await;
+        let completed = of(&events, "TASK_COMPLETED");
+        assert_eq!(completed.len(), 1, "the plan stops at the refused step");
+        assert_eq!(completed[0].payload["status"], "refused");
+        assert_eq!(completed[0].payload["progress"], 0.0);
+        assert_eq!(completed[0].error_code, None);
+        assert_eq!(of(&events, "TASK_STARTED").len(), 1);
+        assert_eq!(
+            types(&events).last().copied(),
+            Some("TASK_COMPLETED"),
+            "{:?}",
+            types(&events)
+        );
+    }
+
+    #[tokio::test]
+    async fn no_agent_for_a_request_is_a_clear_error() {
+        let stream = memory_stream().await;
+        let rt = AgentRuntime::start(stream.clone(), RuntimeConfig::default());
+        let empty = OrchestratorRouter::new(
+            rt.publisher.clone(),
+            rt.tools.clone(),
+            rt.bus.clone(),
+            KnowledgeBase::default(),
+            RouterConfig::default(),
+        );
+        let err = empty.route(&session(), None, "anything").await.unwrap_err();
+        assert_eq!(err, OrchestratorError::NoAgent);
+        assert_eq!(err.code(), "NO_AGENT");
+        rt.shutdown().await;
+        stream.shutdown().await;
+    }
+
+    #[test]
+    fn knowledge_base_search_ranks_by_overlap_then_source() {
+        let kb = KnowledgeBase::builtin();
+        let hits = kb.search("deploy payments to production", 2);
+        assert_eq!(hits[0].source, "kb://runbooks/deploy");
+        assert!(kb.search("zzz qqq", 3).is_empty());
     }
 }

@@ -420,9 +420,7 @@ struct Inner {
 impl fmt::Debug for ToolExecutor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let names: Vec<String> = self.tools().into_iter().map(|t| t.name).collect();
-        f.debug_struct("ToolExecutor")
-            .field("tools", &names)
-            .finish()
+        f.debug_struct("ToolExecutor").field("tools", &names).finish()
     }
 }
 
@@ -526,10 +524,7 @@ impl ToolExecutor {
         payload.insert("risk_level".into(), json!(risk.level.as_str()));
         payload.insert("risk_factors".into(), json!(risk.factors));
         payload.insert("tool_call_id".into(), json!(tool_call_id));
-        payload.insert(
-            "requires_approval".into(),
-            json!(risk.level.requires_approval()),
-        );
+        payload.insert("requires_approval".into(), json!(risk.level.requires_approval()));
         if let Some(attempt) = input.get("attempt") {
             payload.insert("attempt".into(), attempt.clone());
         }
@@ -548,10 +543,7 @@ impl ToolExecutor {
             approval_wait_ms = Some(millis(started.elapsed()));
             let refusal = match decision {
                 Ok(Decision::Approved { .. }) => None,
-                Ok(Decision::Rejected {
-                    resolved_by,
-                    comment,
-                }) => Some(ToolExecutorError::Rejected {
+                Ok(Decision::Rejected { resolved_by, comment }) => Some(ToolExecutorError::Rejected {
                     tool_name: tool_name.to_owned(),
                     tool_call_id: tool_call_id.clone(),
                     resolved_by,
@@ -647,8 +639,14 @@ impl ToolExecutor {
                 tracing::warn!(tool_name, %tool_call_id, code = err.code(), error = %err, "Tool call failed.");
                 let frames = [
                     format!("{error_type}: {err}"),
-                    format!("  at tool `{tool_name}` ({}), {tool_call_id}", tool.tool_type().as_str()),
-                    format!("  in ToolExecutor::call for agent `{agent_id}`, session {}", ctx.session_id),
+                    format!(
+                        "  at tool `{tool_name}` ({}), {tool_call_id}",
+                        tool.tool_type().as_str()
+                    ),
+                    format!(
+                        "  in ToolExecutor::call for agent `{agent_id}`, session {}",
+                        ctx.session_id
+                    ),
                 ];
                 self.emit_error(&scope, &err, error_type, &frames);
                 self.emit_result_error(&scope, &err, duration, approval_wait_ms);
@@ -692,21 +690,23 @@ impl ToolExecutor {
         } else {
             stack_trace(frames)
         };
-        self.inner.publisher.publish(
-            scope
-                .ctx
-                .event(EventType::Error)
-                .error_code(err.code())
-                .payload(json!({
-                    "error_message": err.to_string(),
-                    "stack_trace": trace,
-                    "source": "tool_executor",
-                    "error_type": error_type,
-                    "tool_name": scope.tool_name,
-                    "tool_call_id": scope.tool_call_id,
-                    "agent_id": scope.agent_id,
-                })),
-        );
+        self.inner
+            .publisher
+            .publish(
+                scope
+                    .ctx
+                    .event(EventType::Error)
+                    .error_code(err.code())
+                    .payload(json!({
+                        "error_message": err.to_string(),
+                        "stack_trace": trace,
+                        "source": "tool_executor",
+                        "error_type": error_type,
+                        "tool_name": scope.tool_name,
+                        "tool_call_id": scope.tool_call_id,
+                        "agent_id": scope.agent_id,
+                    })),
+            );
     }
 
     fn emit_result_error(
@@ -834,7 +834,10 @@ mod tests {
         tokio::spawn(async move {
             loop {
                 if let Some(p) = approvals.pending().await.unwrap().first() {
-                    approvals.resolve(p.id, approve, "reviewer", Some("test".into())).await.unwrap();
+                    approvals
+                        .resolve(p.id, approve, "reviewer", Some("test".into()))
+                        .await
+                        .unwrap();
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(2)).await;
@@ -855,7 +858,10 @@ mod tests {
         let ctx = session();
 
         // Act
-        let out = tools.call(&ctx, "agent-1", "echo", json!({"q": 1})).await.unwrap();
+        let out = tools
+            .call(&ctx, "agent-1", "echo", json!({"q": 1}))
+            .await
+            .unwrap();
         let events = drain_session(&stream, &ctx).await;
 
         // Assert
@@ -870,7 +876,10 @@ mod tests {
             assert_eq!(e.approval_status, None);
             assert_eq!(e.payload["tool_call_id"], json!(out.tool_call_id));
         }
-        has_keys(req, &["tool_type", "input", "risk_level", "risk_factors", "tool_call_id"]);
+        has_keys(
+            req,
+            &["tool_type", "input", "risk_level", "risk_factors", "tool_call_id"],
+        );
         assert_eq!(req.payload["tool_type"], "function");
         assert_eq!(req.payload["input"], json!({"q": 1}));
         assert_eq!(req.payload["risk_level"], "LOW");
@@ -894,13 +903,21 @@ mod tests {
         let events = drain_session(&stream, &ctx).await;
 
         // Assert
-        assert!(matches!(&err, ToolExecutorError::Panicked { message, .. } if message == "tool exploded on purpose"));
+        assert!(
+            matches!(&err, ToolExecutorError::Panicked { message, .. } if message == "tool exploded on purpose")
+        );
         assert_eq!(err.code(), "TOOL_PANIC");
         assert!(err.is_retryable());
         assert!(ok.is_ok());
         assert_eq!(
             types(&events),
-            ["TOOL_REQUEST", "ERROR", "TOOL_RESULT", "TOOL_REQUEST", "TOOL_RESULT"]
+            [
+                "TOOL_REQUEST",
+                "ERROR",
+                "TOOL_RESULT",
+                "TOOL_REQUEST",
+                "TOOL_RESULT"
+            ]
         );
         let error = &events[1];
         assert_eq!(error.error_code.as_deref(), Some("TOOL_PANIC"));
@@ -908,7 +925,10 @@ mod tests {
         has_keys(error, &["error_message", "stack_trace", "source"]);
         assert_eq!(error.payload["source"], "tool_executor");
         let trace = error.payload["stack_trace"].as_str().unwrap();
-        assert!(trace.contains("tool exploded on purpose") && trace.contains("bomb"), "{trace}");
+        assert!(
+            trace.contains("tool exploded on purpose") && trace.contains("bomb"),
+            "{trace}"
+        );
         let result = &events[2];
         assert_eq!(result.error_code.as_deref(), Some("TOOL_PANIC"));
         assert_eq!(result.payload["status"], "error");
@@ -924,7 +944,9 @@ mod tests {
         let started = std::time::Instant::now();
         let err = tools.call(&ctx, "agent-1", "sloth", json!({})).await.unwrap_err();
         assert!(started.elapsed() < Duration::from_secs(5));
-        assert!(matches!(err, ToolExecutorError::TimedOut { after, .. } if after == Duration::from_millis(200)));
+        assert!(
+            matches!(err, ToolExecutorError::TimedOut { after, .. } if after == Duration::from_millis(200))
+        );
         let events = drain_session(&stream, &ctx).await;
         assert_eq!(types(&events), ["TOOL_REQUEST", "ERROR", "TOOL_RESULT"]);
         assert_eq!(events[1].error_code.as_deref(), Some("TOOL_TIMEOUT"));
@@ -937,7 +959,10 @@ mod tests {
         let (stream, tools) = setup(ToolExecutorConfig::default()).await;
         tools.register(TestTool::new("grumpy", RiskLevel::Medium, Behaviour::Fail).0);
         let ctx = session();
-        let err = tools.call(&ctx, "agent-1", "grumpy", json!({})).await.unwrap_err();
+        let err = tools
+            .call(&ctx, "agent-1", "grumpy", json!({}))
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), "UPSTREAM_DOWN");
         assert!(err.is_retryable() && !err.is_refused());
         let events = drain_session(&stream, &ctx).await;
@@ -958,7 +983,10 @@ mod tests {
 
         // Act
         let reviewer = resolve_next(&tools, false);
-        let err = tools.call(&ctx, "code-agent", "file_write", json!({"path": "a"})).await.unwrap_err();
+        let err = tools
+            .call(&ctx, "code-agent", "file_write", json!({"path": "a"}))
+            .await
+            .unwrap_err();
         reviewer.await.unwrap();
         let events = drain_session(&stream, &ctx).await;
 
@@ -968,18 +996,29 @@ mod tests {
         assert!(err.is_refused() && !err.is_retryable());
         assert_eq!(
             types(&events),
-            ["TOOL_REQUEST", "APPROVAL_REQUIRED", "APPROVAL_RESOLVED", "TOOL_RESULT"]
+            [
+                "TOOL_REQUEST",
+                "APPROVAL_REQUIRED",
+                "APPROVAL_RESOLVED",
+                "TOOL_RESULT"
+            ]
         );
         assert_eq!(events[0].payload["risk_level"], "HIGH");
         assert_eq!(events[0].payload["requires_approval"], true);
-        assert_eq!(events[1].payload["tool_call_id"], events[0].payload["tool_call_id"]);
+        assert_eq!(
+            events[1].payload["tool_call_id"],
+            events[0].payload["tool_call_id"]
+        );
         assert_eq!(events[1].payload["reason"], "test factor");
         assert_eq!(events[2].approval_status.as_deref(), Some("REJECTED"));
         let result = &events[3];
         assert_eq!(result.payload["status"], "error");
         assert_eq!(result.error_code.as_deref(), Some("APPROVAL_REJECTED"));
         assert_eq!(result.payload["duration_ms"], 0);
-        assert!(by_type(&events, "ERROR").is_empty(), "a refusal is not an exception");
+        assert!(
+            by_type(&events, "ERROR").is_empty(),
+            "a refusal is not an exception"
+        );
     }
 
     #[tokio::test]
@@ -989,13 +1028,21 @@ mod tests {
         tools.register(deploy);
         let ctx = session();
         let reviewer = resolve_next(&tools, true);
-        let out = tools.call(&ctx, "ops-agent", "deploy", json!({"env": "prod"})).await.unwrap();
+        let out = tools
+            .call(&ctx, "ops-agent", "deploy", json!({"env": "prod"}))
+            .await
+            .unwrap();
         reviewer.await.unwrap();
         assert_eq!(runs.load(Ordering::SeqCst), 1);
         let events = drain_session(&stream, &ctx).await;
         assert_eq!(
             types(&events),
-            ["TOOL_REQUEST", "APPROVAL_REQUIRED", "APPROVAL_RESOLVED", "TOOL_RESULT"]
+            [
+                "TOOL_REQUEST",
+                "APPROVAL_REQUIRED",
+                "APPROVAL_RESOLVED",
+                "TOOL_RESULT"
+            ]
         );
         assert_eq!(events[2].approval_status.as_deref(), Some("APPROVED"));
         assert_eq!(events[3].payload["status"], "success");
@@ -1013,13 +1060,21 @@ mod tests {
         let (writer, runs) = TestTool::new("file_write", RiskLevel::High, Behaviour::Echo);
         tools.register(writer);
         let ctx = session();
-        let err = tools.call(&ctx, "code-agent", "file_write", json!({})).await.unwrap_err();
+        let err = tools
+            .call(&ctx, "code-agent", "file_write", json!({}))
+            .await
+            .unwrap_err();
         assert!(matches!(err, ToolExecutorError::ApprovalTimedOut { .. }));
         assert_eq!(runs.load(Ordering::SeqCst), 0);
         let events = drain_session(&stream, &ctx).await;
         assert_eq!(
             types(&events),
-            ["TOOL_REQUEST", "APPROVAL_REQUIRED", "APPROVAL_TIMEOUT", "TOOL_RESULT"]
+            [
+                "TOOL_REQUEST",
+                "APPROVAL_REQUIRED",
+                "APPROVAL_TIMEOUT",
+                "TOOL_RESULT"
+            ]
         );
         assert_eq!(events[3].error_code.as_deref(), Some("APPROVAL_TIMEOUT"));
     }
@@ -1033,8 +1088,15 @@ mod tests {
         .await;
         tools.register(TestTool::new("big", RiskLevel::Low, Behaviour::Big).0);
         let ctx = session();
-        let out = tools.call(&ctx, "agent-1", "big", json!({"long": "y".repeat(500)})).await.unwrap();
-        assert_eq!(out.value["blob"].as_str().unwrap().len(), 10_000, "the caller gets everything");
+        let out = tools
+            .call(&ctx, "agent-1", "big", json!({"long": "y".repeat(500)}))
+            .await
+            .unwrap();
+        assert_eq!(
+            out.value["blob"].as_str().unwrap().len(),
+            10_000,
+            "the caller gets everything"
+        );
         let events = drain_session(&stream, &ctx).await;
         let (req, res) = (&events[0], &events[1]);
         assert_eq!(req.payload["input_truncated"], true);
@@ -1059,12 +1121,27 @@ mod tests {
 
     #[test]
     fn registry_lists_tools_by_name_and_replaces_duplicates() {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async {
             let (_stream, tools) = setup(ToolExecutorConfig::default()).await;
-            assert!(tools.register(TestTool::new("b", RiskLevel::Low, Behaviour::Echo).0).is_none());
-            assert!(tools.register(TestTool::new("a", RiskLevel::Low, Behaviour::Echo).0).is_none());
-            assert!(tools.register(TestTool::new("b", RiskLevel::Low, Behaviour::Echo).0).is_some());
+            assert!(
+                tools
+                    .register(TestTool::new("b", RiskLevel::Low, Behaviour::Echo).0)
+                    .is_none()
+            );
+            assert!(
+                tools
+                    .register(TestTool::new("a", RiskLevel::Low, Behaviour::Echo).0)
+                    .is_none()
+            );
+            assert!(
+                tools
+                    .register(TestTool::new("b", RiskLevel::Low, Behaviour::Echo).0)
+                    .is_some()
+            );
             let names: Vec<String> = tools.tools().into_iter().map(|t| t.name).collect();
             assert_eq!(names, ["a", "b"]);
         });

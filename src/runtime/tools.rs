@@ -117,10 +117,10 @@ pub struct Calculator;
 impl Calculator {
     /// Вычисляет выражение.
     pub fn evaluate(expr: &str) -> Result<f64, ToolError> {
-        let tokens: Vec<char> = expr.chars().filter(|c| !c.is_whitespace()).collect();
+        let tokens: Vec<char> = expr.chars().collect();
         let mut p = ExprParser { t: &tokens, i: 0 };
         let v = p.expr()?;
-        if p.i != tokens.len() {
+        if p.peek().is_some() {
             return Err(ToolError::new(
                 "INVALID_EXPRESSION",
                 format!("unexpected `{}` at {}", tokens[p.i], p.i),
@@ -136,7 +136,11 @@ struct ExprParser<'a> {
 }
 
 impl ExprParser<'_> {
-    fn peek(&self) -> Option<char> {
+    /// Следующий значимый символ (пробелы пропускаются).
+    fn peek(&mut self) -> Option<char> {
+        while self.t.get(self.i).is_some_and(|c| c.is_whitespace()) {
+            self.i += 1;
+        }
         self.t.get(self.i).copied()
     }
     fn expr(&mut self) -> Result<f64, ToolError> {
@@ -177,9 +181,11 @@ impl ExprParser<'_> {
             }
             Some(c) if c.is_ascii_digit() || c == '.' => {
                 let start = self.i;
+                // Внутри числа пробелы не пропускаются: «1 2» — две лексемы.
                 while self
-                    .peek()
-                    .is_some_and(|c| c.is_ascii_digit() || c == '.')
+                    .t
+                    .get(self.i)
+                    .is_some_and(|c| c.is_ascii_digit() || *c == '.')
                 {
                     self.i += 1;
                 }
@@ -215,10 +221,7 @@ impl Tool for Calculator {
     fn execute(&self, input: Value) -> BoxFuture<'_, Result<Value, ToolError>> {
         Box::pin(async move {
             let Some(expr) = str_field(&input, "expression") else {
-                return Err(ToolError::new(
-                    "INVALID_INPUT",
-                    "`expression` must be a string",
-                ));
+                return Err(ToolError::new("INVALID_INPUT", "`expression` must be a string"));
             };
             let result = Self::evaluate(expr)?;
             Ok(json!({ "expression": expr, "result": result }))
@@ -267,8 +270,7 @@ impl Tool for FileWrite {
     }
     fn execute(&self, input: Value) -> BoxFuture<'_, Result<Value, ToolError>> {
         Box::pin(async move {
-            let (Some(path), Some(content)) =
-                (str_field(&input, "path"), str_field(&input, "content"))
+            let (Some(path), Some(content)) = (str_field(&input, "path"), str_field(&input, "content"))
             else {
                 return Err(ToolError::new(
                     "INVALID_INPUT",
@@ -312,7 +314,9 @@ impl Tool for Deploy {
     fn execute(&self, input: Value) -> BoxFuture<'_, Result<Value, ToolError>> {
         Box::pin(async move {
             let service = str_field(&input, "service").unwrap_or("app").to_owned();
-            let env = str_field(&input, "environment").unwrap_or("production").to_owned();
+            let env = str_field(&input, "environment")
+                .unwrap_or("production")
+                .to_owned();
             let version = str_field(&input, "version").unwrap_or("latest").to_owned();
             tokio::time::sleep(simulated_latency(&service) * 2).await;
             let id = stable_hash(&[service.as_bytes(), env.as_bytes(), version.as_bytes()]);
@@ -476,17 +480,32 @@ mod tests {
             Calculator::evaluate("1 / (2 - 2)").unwrap_err().code,
             "DIVISION_BY_ZERO"
         );
-        assert_eq!(Calculator::evaluate("2 +").unwrap_err().code, "INVALID_EXPRESSION");
+        assert_eq!(
+            Calculator::evaluate("2 +").unwrap_err().code,
+            "INVALID_EXPRESSION"
+        );
         assert_eq!(Calculator::evaluate("(1").unwrap_err().code, "INVALID_EXPRESSION");
-        assert_eq!(Calculator::evaluate("1 2").unwrap_err().code, "INVALID_EXPRESSION");
+        assert_eq!(
+            Calculator::evaluate("1 2").unwrap_err().code,
+            "INVALID_EXPRESSION"
+        );
     }
 
     #[test]
     fn risk_levels_follow_the_table() {
         let fw = FileWrite::default();
-        assert_eq!(fw.assess_risk(&json!({"path": "src/a.rs"})).level, RiskLevel::High);
-        assert_eq!(fw.assess_risk(&json!({"path": "/etc/passwd"})).level, RiskLevel::Critical);
-        assert_eq!(fw.assess_risk(&json!({"path": "a/../../b"})).level, RiskLevel::Critical);
+        assert_eq!(
+            fw.assess_risk(&json!({"path": "src/a.rs"})).level,
+            RiskLevel::High
+        );
+        assert_eq!(
+            fw.assess_risk(&json!({"path": "/etc/passwd"})).level,
+            RiskLevel::Critical
+        );
+        assert_eq!(
+            fw.assess_risk(&json!({"path": "a/../../b"})).level,
+            RiskLevel::Critical
+        );
         assert_eq!(
             Deploy.assess_risk(&json!({"environment": "staging"})).level,
             RiskLevel::High
@@ -495,7 +514,10 @@ mod tests {
             Deploy.assess_risk(&json!({"environment": "production"})).level,
             RiskLevel::Critical
         );
-        assert_eq!(WebSearch.assess_risk(&json!({"query": "rust"})).level, RiskLevel::Low);
+        assert_eq!(
+            WebSearch.assess_risk(&json!({"query": "rust"})).level,
+            RiskLevel::Low
+        );
         assert_eq!(
             WebSearch.assess_risk(&json!({"query": "leaked API key"})).level,
             RiskLevel::Medium
@@ -521,10 +543,7 @@ mod tests {
         assert!((share("Error") - 0.3).abs() < 0.05, "{counts:?}");
         assert!((share("Panic") - 0.1).abs() < 0.03, "{counts:?}");
         assert!((share("Hang") - 0.1).abs() < 0.03, "{counts:?}");
-        assert_eq!(
-            f.outcome(&json!({"simulate": "error_once"})),
-            FlakyOutcome::Error
-        );
+        assert_eq!(f.outcome(&json!({"simulate": "error_once"})), FlakyOutcome::Error);
         assert_eq!(
             f.outcome(&json!({"simulate": "error_once", "attempt": 1})),
             FlakyOutcome::Ok

@@ -139,11 +139,7 @@ impl UserWorkerSpace {
     }
 
     /// Прямой вызов агента `agent_id` с входом `input`.
-    pub async fn call_agent(
-        &self,
-        agent_id: &str,
-        input: &str,
-    ) -> Result<Orchestration, WorkerSpaceError> {
+    pub async fn call_agent(&self, agent_id: &str, input: &str) -> Result<Orchestration, WorkerSpaceError> {
         let mut current = self.inner.current.lock().await;
         let router = &self.inner.router;
         let agent = router
@@ -171,5 +167,86 @@ impl UserWorkerSpace {
         Ok(router
             .execute(&self.inner.ctx, agent, input, AgentMode::Direct)
             .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::runtime::testkit::{drain_session, has_keys, memory_stream, session, types};
+    use crate::runtime::{AgentRuntime, RuntimeConfig};
+
+    async fn setup() -> (crate::StreamManager, AgentRuntime) {
+        let stream = memory_stream().await;
+        let mut cfg = RuntimeConfig::default();
+        cfg.router.retry_backoff = Duration::from_millis(1);
+        (stream.clone(), AgentRuntime::start(stream, cfg))
+    }
+
+    #[tokio::test]
+    async fn direct_mode_switches_then_emits_direct_agent_call_before_the_plan() {
+        // Arrange
+        let (stream, rt) = setup().await;
+        let ctx = session();
+        let space = UserWorkerSpace::new(rt.router.clone(), ctx.clone());
+
+        // Act
+        space.send("What is 2 + 2?").await.unwrap();
+        let reply = space
+            .call_agent("research-agent", "Summarize agent observability docs")
+            .await
+            .unwrap();
+        space.call_agent("research-agent", "Compare tracing docs").await.unwrap();
+        rt.shutdown().await;
+        let events = drain_session(&stream, &ctx).await;
+
+        // Assert
+        assert_eq!(reply.agent_id, "research-agent");
+        assert_eq!(space.current_agent().await.as_deref(), Some("research-agent"));
+        let t = types(&events);
+        let first_direct = t.iter().position(|t| *t == "DIRECT_AGENT_CALL").unwrap();
+        assert_eq!(t[first_direct - 1], "AGENT_SWITCHED");
+        assert_eq!(t[first_direct + 1], "TASK_PLAN_CREATED");
+        let switch = &events[first_direct - 1];
+        assert_eq!(switch.payload["mode"], "direct");
+        assert_eq!(switch.payload["from_agent_id"], "general-agent");
+        let call = &events[first_direct];
+        assert_eq!(call.agent_id.as_deref(), Some("research-agent"));
+        has_keys(call, &["agent_name", "mode", "input"]);
+        assert_eq!(call.payload["mode"], "direct");
+        assert_eq!(call.payload["agent_name"], "Research Agent");
+        assert_eq!(call.payload["input"], "Summarize agent observability docs");
+        // Второй прямой вызов того же агента — без смены.
+        assert_eq!(t.iter().filter(|t| **t == "AGENT_SWITCHED").count(), 2);
+        assert_eq!(t.iter().filter(|t| **t == "DIRECT_AGENT_CALL").count(), 2);
+        assert_eq!(events[0].payload["mode"], "orchestrated");
+    }
+
+    #[tokio::test]
+    async fn unknown_direct_agent_is_an_error_without_events() {
+        let (stream, rt) = setup().await;
+        let ctx = session();
+        let space = UserWorkerSpace::new(rt.router.clone(), ctx.clone());
+        let err = space.call_agent("ghost", "boo").await.unwrap_err();
+        assert_eq!(err, WorkerSpaceError::UnknownAgent("ghost".into()));
+        rt.shutdown().await;
+        assert!(drain_session(&stream, &ctx).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn agent_stays_selected_when_its_plan_fails() {
+        let stream = memory_stream().await;
+        let mut cfg = RuntimeConfig::default();
+        cfg.tools.high_risk_approval_expiry = Some(Duration::from_millis(20));
+        let rt = AgentRuntime::start(stream.clone(), cfg);
+        let space = rt.workspace("bob", uuid::Uuid::now_v7());
+        let err = space.send("Fix the bug in the parser").await;
+        assert!(err.is_err(), "file_write approval times out");
+        assert_eq!(space.current_agent().await.as_deref(), Some("code-agent"));
+        rt.shutdown().await;
+        let events = drain_session(&stream, space.context()).await;
+        assert!(events.iter().all(|e| e.user_id == "bob"));
     }
 }

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::codec::get_ts;
 use super::sql::Sql;
-use super::{Store, StorageError};
+use super::{StorageError, Store};
 use crate::query::{EventFilter, ReadScope};
 
 /// Ширина временной корзины.
@@ -202,7 +202,11 @@ impl Store {
                 })
             })
             .collect::<Result<Vec<_>, StorageError>>()?;
-        event_type_counts.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.event_type.cmp(&b.event_type)));
+        event_type_counts.sort_by(|a, b| {
+            b.count
+                .cmp(&a.count)
+                .then_with(|| a.event_type.cmp(&b.event_type))
+        });
 
         let mut agent_interactions = agents
             .iter()
@@ -228,7 +232,11 @@ impl Store {
                 })
             })
             .collect::<Result<Vec<_>, StorageError>>()?;
-        by_code.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.error_code.cmp(&b.error_code)));
+        by_code.sort_by(|a, b| {
+            b.count
+                .cmp(&a.count)
+                .then_with(|| a.error_code.cmp(&b.error_code))
+        });
 
         let mut by_tool = tools
             .iter()

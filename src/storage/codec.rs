@@ -23,11 +23,7 @@ pub(crate) fn get_uuid(row: &QueryResult, b: DbBackend, col: &str) -> Result<Uui
 }
 
 /// Читает момент времени из колонки.
-pub(crate) fn get_ts(
-    row: &QueryResult,
-    b: DbBackend,
-    col: &str,
-) -> Result<DateTime<Utc>, StorageError> {
+pub(crate) fn get_ts(row: &QueryResult, b: DbBackend, col: &str) -> Result<DateTime<Utc>, StorageError> {
     if b == DbBackend::Postgres {
         row.try_get::<DateTime<Utc>>("", col).map_err(dec(col))
     } else {

@@ -59,9 +59,7 @@ fn sqlx_transient(e: &sqlx::Error) -> bool {
                 || code.starts_with("53")
                 || code.starts_with("57P0")
                 || matches!(&*code, "57014" | "40001" | "40P01" | "55P03")
-                || code
-                    .parse::<i32>()
-                    .is_ok_and(|c| matches!(c & 0xff, 5 | 6))
+                || code.parse::<i32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6))
         }
         _ => false,
     }

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::codec::{decode_event, get_ts, get_uuid};
 use super::sql::Sql;
-use super::{EVENT_COLUMNS, Store, StorageError};
+use super::{EVENT_COLUMNS, StorageError, Store};
 use crate::model::Event;
 use crate::query::{EventFilter, Position, ReadScope, SortOrder};
 
@@ -97,11 +97,7 @@ impl Store {
     }
 
     /// Событие по id, если оно видно в области.
-    pub async fn event_by_id(
-        &self,
-        scope: &ReadScope,
-        id: Uuid,
-    ) -> Result<Option<Event>, StorageError> {
+    pub async fn event_by_id(&self, scope: &ReadScope, id: Uuid) -> Result<Option<Event>, StorageError> {
         let mut sql = Sql::new(self.backend());
         sql.push("SELECT ")
             .push(EVENT_COLUMNS)
@@ -180,11 +176,7 @@ impl Store {
             .collect::<Result<Vec<_>, _>>()?;
         let page = page_of(ids, limit);
         let mut summaries = self.session_summaries(scope, &page.items).await?;
-        let items = page
-            .items
-            .iter()
-            .filter_map(|id| summaries.remove(id))
-            .collect();
+        let items = page.items.iter().filter_map(|id| summaries.remove(id)).collect();
         Ok(Page {
             items,
             has_next: page.has_next,
@@ -260,11 +252,7 @@ impl Store {
 
     /// Удаляет события старше `cutoff` порциями по `chunk` строк (короткие
     /// транзакции, без долгих блокировок). Возвращает число удалённых строк.
-    pub async fn purge_older_than(
-        &self,
-        cutoff: DateTime<Utc>,
-        chunk: usize,
-    ) -> Result<u64, StorageError> {
+    pub async fn purge_older_than(&self, cutoff: DateTime<Utc>, chunk: usize) -> Result<u64, StorageError> {
         let mut total = 0;
         loop {
             let mut sql = Sql::new(self.backend());

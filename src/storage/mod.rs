@@ -19,9 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use migration::{Migrator, MigratorTrait};
-use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DbBackend, SqlxPostgresConnector, SqlxSqliteConnector,
-};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, SqlxPostgresConnector, SqlxSqliteConnector};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
@@ -77,7 +75,11 @@ impl Store {
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(5));
             // База в памяти живёт в одном соединении: пул из одного.
-            let max = if url.contains(":memory:") { 1 } else { opts.max_connections };
+            let max = if url.contains(":memory:") {
+                1
+            } else {
+                opts.max_connections
+            };
             let pool = SqlitePoolOptions::new()
                 .max_connections(max)
                 .acquire_timeout(opts.acquire_timeout)

@@ -206,7 +206,11 @@ impl Sql {
                 }
             }
             Json::String(s) => {
-                self.push(&ty).push(" = 'text' AND ").push(&value).push(" = ").bind(s.clone());
+                self.push(&ty)
+                    .push(" = 'text' AND ")
+                    .push(&value)
+                    .push(" = ")
+                    .bind(s.clone());
             }
             Json::Number(n) => {
                 self.push(&ty)

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::codec::get_uuid;
 use super::sql::{SQLITE_TS_FORMAT, Sql};
-use super::{Store, StorageError};
+use super::{StorageError, Store};
 use crate::model::NewEvent;
 
 /// Вставленная строка: id и выданный базой seq.
@@ -165,10 +165,7 @@ impl Store {
             .map_err(StorageError::from)
     }
 
-    async fn insert_multi_row(
-        &self,
-        events: &[NewEvent],
-    ) -> Result<Vec<InsertedRow>, StorageError> {
+    async fn insert_multi_row(&self, events: &[NewEvent]) -> Result<Vec<InsertedRow>, StorageError> {
         let backend = self.backend();
         let txn = self.db.begin().await?;
         let mut out = Vec::with_capacity(events.len());

@@ -82,11 +82,7 @@ impl StreamManager {
         });
         let logger = EventLogger::start(store.clone(), config, Some(hook));
         Self {
-            inner: Arc::new(Inner {
-                logger,
-                live,
-                store,
-            }),
+            inner: Arc::new(Inner { logger, live, store }),
         }
     }
 

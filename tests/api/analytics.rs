@@ -9,7 +9,8 @@ use crate::both;
 use crate::fixture::{Fx, visible, world};
 use crate::helpers::Backend;
 
-const Q: &str = "query($p: UUID!, $f: EventFilter, $b: TimeBucket) { analytics(projectId: $p, filter: $f, bucket: $b) {
+const Q: &str =
+    "query($p: UUID!, $f: EventFilter, $b: TimeBucket) { analytics(projectId: $p, filter: $f, bucket: $b) {
   totalEvents sessions
   eventTypeCounts { eventType count }
   agentInteractions { agentId events sessions toolCalls errors lastSeenAt }
@@ -17,9 +18,12 @@ const Q: &str = "query($p: UUID!, $f: EventFilter, $b: TimeBucket) { analytics(p
   timeline { bucketStart events errors }
   approvals { required approved rejected timedOut } } }";
 
+/// События, сессии, вызовы, ошибки, последнее появление.
+type AgentAcc = (i64, BTreeSet<uuid::Uuid>, i64, i64, chrono::DateTime<chrono::Utc>);
+
 fn expected(evs: &[&Fx], bucket: TimeDelta) -> Value {
     let mut types: BTreeMap<&str, i64> = BTreeMap::new();
-    let mut agents: BTreeMap<String, (i64, BTreeSet<uuid::Uuid>, i64, i64, chrono::DateTime<chrono::Utc>)> = BTreeMap::new();
+    let mut agents: BTreeMap<String, AgentAcc> = BTreeMap::new();
     let mut codes: BTreeMap<String, i64> = BTreeMap::new();
     let mut tools: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
     let mut timeline: BTreeMap<chrono::DateTime<chrono::Utc>, (i64, i64)> = BTreeMap::new();
@@ -27,7 +31,9 @@ fn expected(evs: &[&Fx], bucket: TimeDelta) -> Value {
     for e in evs {
         *types.entry(e.ty).or_default() += 1;
         if let Some(a) = &e.agent {
-            let x = agents.entry(a.clone()).or_insert((0, BTreeSet::new(), 0, 0, e.at));
+            let x = agents
+                .entry(a.clone())
+                .or_insert((0, BTreeSet::new(), 0, 0, e.at));
             x.0 += 1;
             x.1.insert(e.session);
             x.2 += i64::from(e.ty == "TOOL_REQUEST");
@@ -57,7 +63,11 @@ fn expected(evs: &[&Fx], bucket: TimeDelta) -> Value {
     bt.sort_by(|a, b| b.1.1.cmp(&a.1.1).then(b.1.0.cmp(&a.1.0)).then(a.0.cmp(b.0)));
     let total = evs.len() as i64;
     let errors = evs.iter().filter(|e| e.code.is_some()).count() as i64;
-    let count = |t: &str, s: Option<&str>| evs.iter().filter(|e| e.ty == t && (s.is_none() || e.status == s)).count();
+    let count = |t: &str, s: Option<&str>| {
+        evs.iter()
+            .filter(|e| e.ty == t && (s.is_none() || e.status == s))
+            .count()
+    };
     json!({
         "totalEvents": total,
         "sessions": sessions.len(),
@@ -106,13 +116,40 @@ async fn analytics_match_a_known_mix_field_by_field(b: Backend) {
     let w = world(&b).await;
     let cases = [
         (&w.admin, None, json!({}), "HOUR", TimeDelta::hours(1)),
-        (&w.alice, Some("alice"), json!({}), "MINUTE", TimeDelta::minutes(1)),
-        (&w.admin, None, json!({"agentIds": ["agent-a", "agent-b"]}), "DAY", TimeDelta::days(1)),
-        (&w.bob, Some("bob"), json!({"hasError": true}), "HOUR", TimeDelta::hours(1)),
-        (&w.admin, None, json!({"eventTypes": ["NOPE"]}), "HOUR", TimeDelta::hours(1)),
+        (
+            &w.alice,
+            Some("alice"),
+            json!({}),
+            "MINUTE",
+            TimeDelta::minutes(1),
+        ),
+        (
+            &w.admin,
+            None,
+            json!({"agentIds": ["agent-a", "agent-b"]}),
+            "DAY",
+            TimeDelta::days(1),
+        ),
+        (
+            &w.bob,
+            Some("bob"),
+            json!({"hasError": true}),
+            "HOUR",
+            TimeDelta::hours(1),
+        ),
+        (
+            &w.admin,
+            None,
+            json!({"eventTypes": ["NOPE"]}),
+            "HOUR",
+            TimeDelta::hours(1),
+        ),
     ];
     for (token, user, filter, bucket, width) in cases {
-        let r = w.app.graphql(Some(token), Q, json!({"p": w.project, "f": filter, "b": bucket})).await;
+        let r = w
+            .app
+            .graphql(Some(token), Q, json!({"p": w.project, "f": filter, "b": bucket}))
+            .await;
         assert!(r["errors"].is_null(), "{r}");
         let f: eventlog::query::EventFilter = serde_json::from_value(json!({
             "agent_ids": filter.get("agentIds"), "has_error": filter.get("hasError"), "event_types": filter.get("eventTypes"),
@@ -121,7 +158,9 @@ async fn analytics_match_a_known_mix_field_by_field(b: Backend) {
         let evs: Vec<&Fx> = visible(&w, user)
             .into_iter()
             .filter(|e| {
-                f.agent_ids.as_ref().is_none_or(|a| e.agent.as_ref().is_some_and(|x| a.contains(x)))
+                f.agent_ids
+                    .as_ref()
+                    .is_none_or(|a| e.agent.as_ref().is_some_and(|x| a.contains(x)))
                     && f.has_error.is_none_or(|h| h == e.code.is_some())
                     && f.event_types.as_ref().is_none_or(|t| t.iter().any(|x| x == e.ty))
             })

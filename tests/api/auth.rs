@@ -25,20 +25,60 @@ async fn every_bad_token_is_unauthenticated(b: Backend) {
     let wrong = JwtKeys::new(b"another-secret");
     let ok = json!({"sub": "alice", "exp": now + 600});
     let cases: Vec<(&str, String)> = vec![
-        ("alg none", unsigned(json!({"alg": "none", "typ": "JWT"}), ok.clone())),
+        (
+            "alg none",
+            unsigned(json!({"alg": "none", "typ": "JWT"}), ok.clone()),
+        ),
         ("wrong key", wrong.sign_raw(&ok).unwrap()),
-        ("expired", keys.sign_raw(&json!({"sub": "alice", "exp": now - 60})).unwrap()),
-        ("nbf in the future", keys.sign_raw(&json!({"sub": "alice", "exp": now + 600, "nbf": now + 300})).unwrap()),
+        (
+            "expired",
+            keys.sign_raw(&json!({"sub": "alice", "exp": now - 60})).unwrap(),
+        ),
+        (
+            "nbf in the future",
+            keys.sign_raw(&json!({"sub": "alice", "exp": now + 600, "nbf": now + 300}))
+                .unwrap(),
+        ),
         ("no exp", keys.sign_raw(&json!({"sub": "alice"})).unwrap()),
         ("no sub", keys.sign_raw(&json!({"exp": now + 600})).unwrap()),
-        ("unknown role", keys.sign_raw(&json!({"sub": "a", "exp": now + 600, "role": "root"})).unwrap()),
-        ("admin without projects", keys.sign_raw(&json!({"sub": "a", "exp": now + 600, "role": "admin"})).unwrap()),
-        ("service without projects", keys.sign_raw(&json!({"sub": "a", "exp": now + 600, "role": "service"})).unwrap()),
-        ("sub of the wrong type", keys.sign_raw(&json!({"sub": 42, "exp": now + 600})).unwrap()),
-        ("exp of the wrong type", keys.sign_raw(&json!({"sub": "a", "exp": "tomorrow"})).unwrap()),
-        ("projects of the wrong type", keys.sign_raw(&json!({"sub": "a", "exp": now + 600, "role": "admin", "projects": p.to_string()})).unwrap()),
-        ("project not a uuid", keys.sign_raw(&json!({"sub": "a", "exp": now + 600, "projects": ["x"]})).unwrap()),
-        ("role of the wrong type", keys.sign_raw(&json!({"sub": "a", "exp": now + 600, "role": 1})).unwrap()),
+        (
+            "unknown role",
+            keys.sign_raw(&json!({"sub": "a", "exp": now + 600, "role": "root"}))
+                .unwrap(),
+        ),
+        (
+            "admin without projects",
+            keys.sign_raw(&json!({"sub": "a", "exp": now + 600, "role": "admin"}))
+                .unwrap(),
+        ),
+        (
+            "service without projects",
+            keys.sign_raw(&json!({"sub": "a", "exp": now + 600, "role": "service"}))
+                .unwrap(),
+        ),
+        (
+            "sub of the wrong type",
+            keys.sign_raw(&json!({"sub": 42, "exp": now + 600})).unwrap(),
+        ),
+        (
+            "exp of the wrong type",
+            keys.sign_raw(&json!({"sub": "a", "exp": "tomorrow"})).unwrap(),
+        ),
+        (
+            "projects of the wrong type",
+            keys.sign_raw(&json!({"sub": "a", "exp": now + 600, "role": "admin", "projects": p.to_string()}))
+                .unwrap(),
+        ),
+        (
+            "project not a uuid",
+            keys.sign_raw(&json!({"sub": "a", "exp": now + 600, "projects": ["x"]}))
+                .unwrap(),
+        ),
+        (
+            "role of the wrong type",
+            keys.sign_raw(&json!({"sub": "a", "exp": now + 600, "role": 1}))
+                .unwrap(),
+        ),
         ("garbage", "not.a.jwt".into()),
     ];
     let q = "query($p: UUID!) { events(projectId: $p) { nodes { id } } }";
@@ -49,7 +89,10 @@ async fn every_bad_token_is_unauthenticated(b: Backend) {
         assert_eq!(status, 401, "{what}");
     }
     // Без токена.
-    assert_eq!(code(&app.graphql(None, q, json!({"p": p})).await), "UNAUTHENTICATED");
+    assert_eq!(
+        code(&app.graphql(None, q, json!({"p": p})).await),
+        "UNAUTHENTICATED"
+    );
     assert_eq!(app.get(None, &format!("/my/projects/{p}/events")).await.0, 401);
     // Сам секрет в порядке: тот же набор claims с верной подписью проходит.
     let good = keys.sign_raw(&ok).unwrap();

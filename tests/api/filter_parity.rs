@@ -22,12 +22,22 @@ fn fixtures(project: Uuid, sessions: &[Uuid]) -> Vec<NewEvent> {
         json!({}),
         json!({"key with \"quotes\"": "v", "ünï": "ü"}),
     ];
-    let types = [EventType::ToolRequest, EventType::ToolResult, EventType::Error, EventType::ApprovalRequired];
+    let types = [
+        EventType::ToolRequest,
+        EventType::ToolResult,
+        EventType::Error,
+        EventType::ApprovalRequired,
+    ];
     (0..48)
         .map(|i| {
-            let mut e = NewEvent::new(sessions[i % sessions.len()], ["alice", "bob"][i % 2], project, types[i % 4])
-                .payload(payloads[i % payloads.len()].clone())
-                .at(t0 + Duration::minutes(i as i64 * 7));
+            let mut e = NewEvent::new(
+                sessions[i % sessions.len()],
+                ["alice", "bob"][i % 2],
+                project,
+                types[i % 4],
+            )
+            .payload(payloads[i % payloads.len()].clone())
+            .at(t0 + Duration::minutes(i as i64 * 7));
             if i % 3 != 0 {
                 e = e.agent(format!("agent-{}", i % 4));
             }
@@ -52,39 +62,127 @@ async fn sql_and_in_memory_filters_agree(b: Backend) {
     let project = Uuid::now_v7();
     let sessions: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
     let logger = EventLogger::start(store.clone(), LoggerConfig::default(), None);
-    logger.log_batch(fixtures(project, &sessions)).unwrap().wait().await.unwrap();
+    logger
+        .log_batch(fixtures(project, &sessions))
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
     logger.shutdown().await;
     let t0 = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
     let s = |v: &[&str]| Some(v.iter().map(|x| x.to_string()).collect::<Vec<_>>());
     let filters = vec![
         EventFilter::default(),
-        EventFilter { event_types: s(&["ERROR", "TOOL_RESULT"]), ..Default::default() },
-        EventFilter { event_types: s(&[]), ..Default::default() },
-        EventFilter { agent_ids: s(&["agent-1", "agent-2"]), ..Default::default() },
-        EventFilter { session_id: Some(sessions[1]), ..Default::default() },
-        EventFilter { user_id: Some("bob".into()), ..Default::default() },
-        EventFilter { tool_name: Some("search".into()), ..Default::default() },
-        EventFilter { error_code: Some("E1".into()), ..Default::default() },
-        EventFilter { has_error: Some(true), ..Default::default() },
-        EventFilter { has_error: Some(false), agent_ids: s(&["agent-3"]), ..Default::default() },
-        EventFilter { approval_status: Some("APPROVED".into()), ..Default::default() },
-        EventFilter { from: Some(t0 + Duration::minutes(70)), to: Some(t0 + Duration::minutes(140)), ..Default::default() },
-        EventFilter { payload_contains: Some(json!({})), ..Default::default() },
-        EventFilter { payload_contains: Some(json!({"a": 1})), ..Default::default() },
-        EventFilter { payload_contains: Some(json!({"a": 1.0})), ..Default::default() },
-        EventFilter { payload_contains: Some(json!({"a": "1"})), ..Default::default() },
-        EventFilter { payload_contains: Some(json!({"tags": ["y"]})), ..Default::default() },
-        EventFilter { payload_contains: Some(json!({"tags": ["x", "y"]})), ..Default::default() },
-        EventFilter { payload_contains: Some(json!({"tags": []})), ..Default::default() },
-        EventFilter { payload_contains: Some(json!({"nested": {"k": "v"}})), ..Default::default() },
-        EventFilter { payload_contains: Some(json!({"nested": {"n": 2.5}})), ..Default::default() },
-        EventFilter { payload_contains: Some(json!({"flag": false})), ..Default::default() },
-        EventFilter { payload_contains: Some(json!({"n": null})), ..Default::default() },
-        EventFilter { payload_contains: Some(json!({"list": [{"id": 2}]})), ..Default::default() },
-        EventFilter { payload_contains: Some(json!({"list": [3, 1]})), ..Default::default() },
-        EventFilter { payload_contains: Some(json!({"list": [{"id": 1, "ok": true}]})), ..Default::default() },
-        EventFilter { payload_contains: Some(json!({"key with \"quotes\"": "v", "ünï": "ü"})), ..Default::default() },
-        EventFilter { payload_contains: Some(json!({"missing": null})), ..Default::default() },
+        EventFilter {
+            event_types: s(&["ERROR", "TOOL_RESULT"]),
+            ..Default::default()
+        },
+        EventFilter {
+            event_types: s(&[]),
+            ..Default::default()
+        },
+        EventFilter {
+            agent_ids: s(&["agent-1", "agent-2"]),
+            ..Default::default()
+        },
+        EventFilter {
+            session_id: Some(sessions[1]),
+            ..Default::default()
+        },
+        EventFilter {
+            user_id: Some("bob".into()),
+            ..Default::default()
+        },
+        EventFilter {
+            tool_name: Some("search".into()),
+            ..Default::default()
+        },
+        EventFilter {
+            error_code: Some("E1".into()),
+            ..Default::default()
+        },
+        EventFilter {
+            has_error: Some(true),
+            ..Default::default()
+        },
+        EventFilter {
+            has_error: Some(false),
+            agent_ids: s(&["agent-3"]),
+            ..Default::default()
+        },
+        EventFilter {
+            approval_status: Some("APPROVED".into()),
+            ..Default::default()
+        },
+        EventFilter {
+            from: Some(t0 + Duration::minutes(70)),
+            to: Some(t0 + Duration::minutes(140)),
+            ..Default::default()
+        },
+        EventFilter {
+            payload_contains: Some(json!({})),
+            ..Default::default()
+        },
+        EventFilter {
+            payload_contains: Some(json!({"a": 1})),
+            ..Default::default()
+        },
+        EventFilter {
+            payload_contains: Some(json!({"a": 1.0})),
+            ..Default::default()
+        },
+        EventFilter {
+            payload_contains: Some(json!({"a": "1"})),
+            ..Default::default()
+        },
+        EventFilter {
+            payload_contains: Some(json!({"tags": ["y"]})),
+            ..Default::default()
+        },
+        EventFilter {
+            payload_contains: Some(json!({"tags": ["x", "y"]})),
+            ..Default::default()
+        },
+        EventFilter {
+            payload_contains: Some(json!({"tags": []})),
+            ..Default::default()
+        },
+        EventFilter {
+            payload_contains: Some(json!({"nested": {"k": "v"}})),
+            ..Default::default()
+        },
+        EventFilter {
+            payload_contains: Some(json!({"nested": {"n": 2.5}})),
+            ..Default::default()
+        },
+        EventFilter {
+            payload_contains: Some(json!({"flag": false})),
+            ..Default::default()
+        },
+        EventFilter {
+            payload_contains: Some(json!({"n": null})),
+            ..Default::default()
+        },
+        EventFilter {
+            payload_contains: Some(json!({"list": [{"id": 2}]})),
+            ..Default::default()
+        },
+        EventFilter {
+            payload_contains: Some(json!({"list": [3, 1]})),
+            ..Default::default()
+        },
+        EventFilter {
+            payload_contains: Some(json!({"list": [{"id": 1, "ok": true}]})),
+            ..Default::default()
+        },
+        EventFilter {
+            payload_contains: Some(json!({"key with \"quotes\"": "v", "ünï": "ü"})),
+            ..Default::default()
+        },
+        EventFilter {
+            payload_contains: Some(json!({"missing": null})),
+            ..Default::default()
+        },
         EventFilter {
             payload_contains: Some(json!({"tags": ["y"]})),
             has_error: Some(false),
@@ -92,9 +190,19 @@ async fn sql_and_in_memory_filters_agree(b: Backend) {
             ..Default::default()
         },
     ];
-    let scope = ReadScope { project_id: project, user_id: None };
+    let scope = ReadScope {
+        project_id: project,
+        user_id: None,
+    };
     let all: Vec<Event> = store
-        .page(&scope, &EventFilter::default(), SortOrder::OldestFirst, 500, 0, None)
+        .page(
+            &scope,
+            &EventFilter::default(),
+            SortOrder::OldestFirst,
+            500,
+            0,
+            None,
+        )
         .await
         .unwrap()
         .items;

@@ -57,8 +57,15 @@ pub fn t0() -> DateTime<Utc> {
 /// согласования чередуются с разными периодами.
 pub fn mix(project: Uuid, other: Uuid, sessions: &[Uuid]) -> Vec<Fx> {
     let types = [
-        "TOOL_REQUEST", "TOOL_RESULT", "AGENT_SWITCHED", "ERROR", "APPROVAL_REQUIRED",
-        "APPROVAL_RESOLVED", "TASK_STARTED", "APPROVAL_TIMEOUT", "TOOL_REQUEST",
+        "TOOL_REQUEST",
+        "TOOL_RESULT",
+        "AGENT_SWITCHED",
+        "ERROR",
+        "APPROVAL_REQUIRED",
+        "APPROVAL_RESOLVED",
+        "TASK_STARTED",
+        "APPROVAL_TIMEOUT",
+        "TOOL_REQUEST",
     ];
     (0..100)
         .map(|i| {
@@ -122,7 +129,7 @@ pub fn visible<'a>(w: &'a World, user: Option<&str>) -> Vec<&'a Fx> {
         .iter()
         .filter(|e| e.project == w.project && user.is_none_or(|u| e.user == u))
         .collect();
-    v.sort_by(|a, b| (b.at, b.id).cmp(&(a.at, a.id)));
+    v.sort_by_key(|e| std::cmp::Reverse((e.at, e.id)));
     v
 }
 
@@ -140,5 +147,7 @@ pub fn node_ids(resp: &Value, field: &str) -> Vec<String> {
 }
 
 pub fn code(resp: &Value) -> &str {
-    resp["errors"][0]["extensions"]["code"].as_str().unwrap_or_else(|| panic!("no error code in {resp}"))
+    resp["errors"][0]["extensions"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error code in {resp}"))
 }

@@ -13,7 +13,10 @@ async fn limits_depth_complexity_aliases_batches_methods_types_and_size(b: Backe
     let t = app.token("alice", Role::User, &[p]);
     let url = format!("{}/graphql", app.addr);
     // Глубина: вложенность через фрагменты inline.
-    let deep = format!("{{ events(projectId: \"{p}\") {{ nodes {{ session {{ sessionId }} {} }} }} }}", "... on Event { ".repeat(12) + &"}".repeat(12));
+    let deep = format!(
+        "{{ events(projectId: \"{p}\") {{ nodes {{ session {{ sessionId }} {} }} }} }}",
+        "... on Event { ".repeat(12) + &"}".repeat(12)
+    );
     let r = app.graphql(Some(&t), &deep, json!({})).await;
     assert!(!r["errors"].is_null(), "deep query must be refused: {r}");
     // Сложность: много полей.
@@ -21,13 +24,31 @@ async fn limits_depth_complexity_aliases_batches_methods_types_and_size(b: Backe
     let r = app.graphql(Some(&t), &wide, json!({})).await;
     assert!(!r["errors"].is_null(), "complex query must be refused");
     // Псевдонимы.
-    let aliases = format!("{{ {} }}", (0..31).map(|i| format!("x{i}: __typename")).collect::<Vec<_>>().join(" "));
+    let aliases = format!(
+        "{{ {} }}",
+        (0..31)
+            .map(|i| format!("x{i}: __typename"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     let r = app.graphql(Some(&t), &aliases, json!({})).await;
     assert_eq!(code(&r), "BAD_USER_INPUT", "{r}");
-    let few = format!("{{ {} }}", (0..30).map(|i| format!("x{i}: __typename")).collect::<Vec<_>>().join(" "));
+    let few = format!(
+        "{{ {} }}",
+        (0..30)
+            .map(|i| format!("x{i}: __typename"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     assert!(app.graphql(Some(&t), &few, json!({})).await["errors"].is_null());
     // Пакет-массив — 400.
-    let r = app.client.post(&url).json(&json!([{"query": "{ __typename }"}, {"query": "{ __typename }"}])).send().await.unwrap();
+    let r = app
+        .client
+        .post(&url)
+        .json(&json!([{"query": "{ __typename }"}, {"query": "{ __typename }"}]))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     // Не JSON — 415.
     let r = app
@@ -39,7 +60,14 @@ async fn limits_depth_complexity_aliases_batches_methods_types_and_size(b: Backe
         .await
         .unwrap();
     assert_eq!(r.status(), 415);
-    let r = app.client.post(&url).header("content-type", "text/plain").body(r#"{"query":"{ __typename }"}"#).send().await.unwrap();
+    let r = app
+        .client
+        .post(&url)
+        .header("content-type", "text/plain")
+        .body(r#"{"query":"{ __typename }"}"#)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 415);
     // Мутация по GET — 405; запрос по GET — можно.
     let r = app
@@ -51,9 +79,18 @@ async fn limits_depth_complexity_aliases_batches_methods_types_and_size(b: Backe
         .await
         .unwrap();
     assert_eq!(r.status(), 405);
-    let r = app.client.get(&url).query(&[("query", "{ __typename }")]).send().await.unwrap();
+    let r = app
+        .client
+        .get(&url)
+        .query(&[("query", "{ __typename }")])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["data"]["__typename"], "Query");
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["data"]["__typename"],
+        "Query"
+    );
     // Тело больше предела — 413.
     let big = json!({"query": "{ __typename }", "variables": {"x": "y".repeat(70 * 1024)}});
     let r = app.client.post(&url).json(&big).send().await.unwrap();
@@ -71,13 +108,22 @@ async fn graphiql_and_introspection_can_be_switched_off(b: Backend) {
         s.disable_introspection = true;
     })
     .await;
-    let r = app.client.get(format!("{}/graphql", app.addr)).send().await.unwrap();
+    let r = app
+        .client
+        .get(format!("{}/graphql", app.addr))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
-    let r = app.graphql(None, "{ __schema { types { name } } }", json!({})).await;
+    let r = app
+        .graphql(None, "{ __schema { types { name } } }", json!({}))
+        .await;
     assert!(r["data"].is_null() || r["data"]["__schema"].is_null(), "{r}");
     // Включённая по умолчанию интроспекция работает.
     let on = spawn_app(&b).await;
-    let r = on.graphql(None, "{ __schema { queryType { name } } }", json!({})).await;
+    let r = on
+        .graphql(None, "{ __schema { queryType { name } } }", json!({}))
+        .await;
     assert_eq!(r["data"]["__schema"]["queryType"]["name"], "Query");
 }
 both!(graphiql_and_introspection_can_be_switched_off);
@@ -88,14 +134,37 @@ async fn internal_errors_are_masked(b: Backend) {
     let t = app.token("alice", Role::User, &[p]);
     // Ломаем базу под сервером: таблицы больше нет.
     use sea_orm::ConnectionTrait;
-    app.store.connection().execute_unprepared("ALTER TABLE event_logs RENAME TO event_logs_gone").await.unwrap();
-    let r = app.graphql(Some(&t), "query($p: UUID!) { events(projectId: $p) { nodes { id } } }", json!({"p": p})).await;
+    app.store
+        .connection()
+        .execute_unprepared("ALTER TABLE event_logs RENAME TO event_logs_gone")
+        .await
+        .unwrap();
+    let r = app
+        .graphql(
+            Some(&t),
+            "query($p: UUID!) { events(projectId: $p) { nodes { id } } }",
+            json!({"p": p}),
+        )
+        .await;
     assert_eq!(code(&r), "INTERNAL");
     let text = r.to_string().to_lowercase();
-    for leak in ["event_logs", "select", "sqlx", "relation", "no such table", "postgres", "sqlite"] {
+    for leak in [
+        "event_logs",
+        "select",
+        "sqlx",
+        "relation",
+        "no such table",
+        "postgres",
+        "sqlite",
+    ] {
         assert!(!text.contains(leak), "internal error leaks {leak:?}: {r}");
     }
-    assert!(r["errors"][0]["message"].as_str().unwrap().starts_with("internal error (id "));
+    assert!(
+        r["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("internal error (id ")
+    );
     let (status, body) = app.get(Some(&t), &format!("/my/projects/{p}/events")).await;
     assert_eq!(status, 500);
     assert!(!body.to_string().to_lowercase().contains("event_logs"));

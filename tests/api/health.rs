@@ -14,9 +14,22 @@ async fn health_ready_and_metrics_report_the_writer(b: Backend) {
     assert_eq!(body["database"], "ok");
     let p = uuid::Uuid::now_v7();
     let t = app.token("alice", Role::User, &[p]);
-    let r = app.ingest(&t, json!([{"sessionId": uuid::Uuid::now_v7(), "projectId": p, "eventType": "X"}])).await;
+    let r = app
+        .ingest(
+            &t,
+            json!([{"sessionId": uuid::Uuid::now_v7(), "projectId": p, "eventType": "X"}]),
+        )
+        .await;
     assert!(r["errors"].is_null());
-    let text = app.client.get(format!("{}/metrics", app.addr)).send().await.unwrap().text().await.unwrap();
+    let text = app
+        .client
+        .get(format!("{}/metrics", app.addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     for name in [
         "eventlog_queue_depth",
         "eventlog_batch_insert_duration_seconds",

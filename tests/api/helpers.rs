@@ -42,7 +42,9 @@ pub enum Backend {
 impl Backend {
     /// PostgreSQL, если задан `EVENTLOG_TEST_POSTGRES_URL`.
     pub fn postgres() -> Option<Backend> {
-        std::env::var("EVENTLOG_TEST_POSTGRES_URL").ok().map(Backend::Postgres)
+        std::env::var("EVENTLOG_TEST_POSTGRES_URL")
+            .ok()
+            .map(Backend::Postgres)
     }
 
     pub fn is_postgres(&self) -> bool {
@@ -99,7 +101,9 @@ impl TestDb {
             }
             Backend::Postgres(admin) => {
                 let name = format!("eventlog_test_{}", Uuid::new_v4().simple());
-                let mut conn = sqlx::PgConnection::connect(admin).await.expect("connect to the admin database");
+                let mut conn = sqlx::PgConnection::connect(admin)
+                    .await
+                    .expect("connect to the admin database");
                 sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
                     .execute(&mut conn)
                     .await
@@ -116,7 +120,9 @@ impl TestDb {
 
     /// Отдельный пул к этой базе (для проверок мимо сервера).
     pub async fn store(&self) -> Store {
-        Store::connect(&self.url, PoolOptions::default()).await.expect("connect to test db")
+        Store::connect(&self.url, PoolOptions::default())
+            .await
+            .expect("connect to test db")
     }
 }
 
@@ -140,12 +146,17 @@ impl Drop for TestDb {
         if let Some((admin, name)) = self.pg_admin.take() {
             // Drop синхронный: удаляем базу в отдельном потоке со своим рантаймом.
             let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
                 rt.block_on(async {
                     if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
-                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
-                            .execute(&mut c)
-                            .await;
+                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                        )))
+                        .execute(&mut c)
+                        .await;
                     }
                 });
             })
@@ -202,7 +213,9 @@ impl TestApp {
     /// Токен с ролью и проектами, срок 1 час.
     pub fn token(&self, sub: &str, role: Role, projects: &[Uuid]) -> String {
         let projects = (!projects.is_empty()).then(|| projects.to_vec());
-        self.keys.mint(sub, role, projects, chrono::Duration::hours(1)).unwrap()
+        self.keys
+            .mint(sub, role, projects, chrono::Duration::hours(1))
+            .unwrap()
     }
 
     /// POST /graphql; возвращает тело ответа.
@@ -249,7 +262,8 @@ impl TestApp {
     /// Открывает websocket с протоколом `proto` и (если задан) connection_init.
     pub async fn ws(&self, proto: &str, token: Option<&str>) -> Ws {
         let mut req = self.ws_url.as_str().into_client_request().unwrap();
-        req.headers_mut().insert("Sec-WebSocket-Protocol", proto.parse().unwrap());
+        req.headers_mut()
+            .insert("Sec-WebSocket-Protocol", proto.parse().unwrap());
         let (stream, _) = tokio_tungstenite::connect_async(req).await.expect("ws connect");
         let mut ws = Ws { inner: stream };
         if let Some(t) = token {
@@ -280,7 +294,10 @@ pub enum WsEvent {
 
 impl Ws {
     pub async fn send(&mut self, v: Value) {
-        self.inner.send(Message::Text(v.to_string().into())).await.expect("ws send");
+        self.inner
+            .send(Message::Text(v.to_string().into()))
+            .await
+            .expect("ws send");
     }
 
     /// Следующее сообщение (ping/pong пропускаются); ждёт не дольше `secs`.
@@ -292,7 +309,10 @@ impl Ws {
             match m {
                 Some(Ok(Message::Text(t))) => return WsEvent::Json(serde_json::from_str(&t).unwrap()),
                 Some(Ok(Message::Close(f))) => {
-                    return WsEvent::Closed(f.as_ref().map(|f| u16::from(f.code)), f.map(|f| f.reason.to_string()).unwrap_or_default());
+                    return WsEvent::Closed(
+                        f.as_ref().map(|f| u16::from(f.code)),
+                        f.map(|f| f.reason.to_string()).unwrap_or_default(),
+                    );
                 }
                 Some(Ok(_)) => continue,
                 Some(Err(e)) => return WsEvent::Closed(None, e.to_string()),
@@ -311,7 +331,8 @@ impl Ws {
 
     /// Подписка graphql-transport-ws с id.
     pub async fn subscribe(&mut self, id: &str, query: &str, vars: Value) {
-        self.send(json!({"id": id, "type": "subscribe", "payload": {"query": query, "variables": vars}})).await;
+        self.send(json!({"id": id, "type": "subscribe", "payload": {"query": query, "variables": vars}}))
+            .await;
     }
 }
 
@@ -327,7 +348,10 @@ where
         if f().await {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(200));
     }
@@ -351,7 +375,9 @@ impl FaultProxy {
         let (up2, kill2) = (up.clone(), kill.clone());
         let task = tokio::spawn(async move {
             loop {
-                let Ok((mut client, _)) = listener.accept().await else { return };
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
                 if !up2.load(Ordering::SeqCst) {
                     drop(client);
                     continue;
@@ -359,7 +385,9 @@ impl FaultProxy {
                 let target = target.clone();
                 let mut killed = kill2.subscribe();
                 tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(&target).await else { return };
+                    let Ok(mut server) = TcpStream::connect(&target).await else {
+                        return;
+                    };
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
                         _ = killed.recv() => {}
@@ -393,5 +421,9 @@ pub fn pg_host_port(url: &str) -> String {
     let after = url.split("://").nth(1).unwrap_or(url);
     let host = after.rsplit_once('@').map_or(after, |(_, h)| h);
     let host = host.split('/').next().unwrap_or(host);
-    if host.contains(':') { host.to_owned() } else { format!("{host}:5432") }
+    if host.contains(':') {
+        host.to_owned()
+    } else {
+        format!("{host}:5432")
+    }
 }

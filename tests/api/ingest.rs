@@ -19,14 +19,42 @@ async fn ingest_rejects_whole_batch_and_names_index_and_field(b: Backend) {
     let alice = app.token("alice", Role::User, &[p]);
     let future = (chrono::Utc::now() + chrono::Duration::minutes(10)).to_rfc3339();
     let cases = vec![
-        (3, json!({"eventType": "bad type"}), "events[3].eventType: must match ^[A-Z][A-Z0-9_]{0,63}$"),
-        (1, json!({"payload": [1, 2]}), "events[1].payload: must be a JSON object"),
-        (0, json!({"payload": {"x": "y".repeat(70_000)}}), "events[0].payload: must be at most 65536 bytes"),
-        (2, json!({"approvalStatus": "MAYBE"}), "events[2].approvalStatus: must be one of"),
-        (4, json!({"createdAt": future}), "events[4].createdAt: must not be more than 5 minutes in the future"),
-        (2, json!({"agentId": "a".repeat(129)}), "events[2].agentId: must be at most 128 characters"),
+        (
+            3,
+            json!({"eventType": "bad type"}),
+            "events[3].eventType: must match ^[A-Z][A-Z0-9_]{0,63}$",
+        ),
+        (
+            1,
+            json!({"payload": [1, 2]}),
+            "events[1].payload: must be a JSON object",
+        ),
+        (
+            0,
+            json!({"payload": {"x": "y".repeat(70_000)}}),
+            "events[0].payload: must be at most 65536 bytes",
+        ),
+        (
+            2,
+            json!({"approvalStatus": "MAYBE"}),
+            "events[2].approvalStatus: must be one of",
+        ),
+        (
+            4,
+            json!({"createdAt": future}),
+            "events[4].createdAt: must not be more than 5 minutes in the future",
+        ),
+        (
+            2,
+            json!({"agentId": "a".repeat(129)}),
+            "events[2].agentId: must be at most 128 characters",
+        ),
         (1, json!({"errorCode": "E".repeat(65)}), "events[1].errorCode"),
-        (0, json!({"toolName": ""}), "events[0].toolName: must not be empty"),
+        (
+            0,
+            json!({"toolName": ""}),
+            "events[0].toolName: must not be empty",
+        ),
     ];
     for (idx, patch, msg) in cases {
         let mut batch: Vec<Value> = (0..5).map(|_| e(p, "TOOL_REQUEST")).collect();
@@ -85,7 +113,10 @@ async fn ingest_is_idempotent_read_your_writes_and_keeps_input_order(b: Backend)
         )
         .await;
     assert_eq!(r["data"]["ingestEvents"]["accepted"], 1);
-    crate::helpers::wait_for("the queued event", 10, || async { app.store.count_events().await.unwrap() == 5 }).await;
+    crate::helpers::wait_for("the queued event", 10, || async {
+        app.store.count_events().await.unwrap() == 5
+    })
+    .await;
     assert_eq!(got["data"]["events"]["nodes"][0]["userId"], "alice");
 }
 both!(ingest_is_idempotent_read_your_writes_and_keeps_input_order);
@@ -106,17 +137,33 @@ async fn ingest_enforces_roles_and_projects(b: Backend) {
     assert!(r["errors"].is_null(), "{r}");
     let r = app.ingest(&service, json!([e(p, "A"), e(p, "A")])).await;
     assert_eq!(code(&r), "BAD_USER_INPUT");
-    assert!(r["errors"][0]["message"].as_str().unwrap().starts_with("events[0].userId"), "{r}");
+    assert!(
+        r["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("events[0].userId"),
+        "{r}"
+    );
     // Проект вне claim — FORBIDDEN, пакет не принят целиком.
     let mut other = e(q, "A");
     other["userId"] = json!("bob");
     let r = app.ingest(&service, json!([ev.clone(), other])).await;
     assert_eq!(code(&r), "FORBIDDEN");
-    assert!(r["errors"][0]["message"].as_str().unwrap().contains("events[1].projectId"), "{r}");
+    assert!(
+        r["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("events[1].projectId"),
+        "{r}"
+    );
     assert_eq!(app.store.count_events().await.unwrap(), 1);
     // Без токена — UNAUTHENTICATED.
     let r = app
-        .graphql(None, "mutation($e: [EventInput!]!) { ingestEvents(events: $e) { accepted } }", json!({"e": [e(p, "A")]}))
+        .graphql(
+            None,
+            "mutation($e: [EventInput!]!) { ingestEvents(events: $e) { accepted } }",
+            json!({"e": [e(p, "A")]}),
+        )
         .await;
     assert_eq!(code(&r), "UNAUTHENTICATED");
 }

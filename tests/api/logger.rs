@@ -15,10 +15,15 @@ use crate::both;
 use crate::helpers::{Backend, FaultProxy, TestDb, pg_host_port, replace_db, wait_for};
 
 fn ev(project: Uuid, i: usize) -> NewEvent {
-    NewEvent::new(Uuid::now_v7(), format!("user{}", i % 3), project, EventType::ToolRequest)
-        .agent(format!("agent{}", i % 5))
-        .tool("search")
-        .payload(json!({"i": i, "text": "x".repeat(200)}))
+    NewEvent::new(
+        Uuid::now_v7(),
+        format!("user{}", i % 3),
+        project,
+        EventType::ToolRequest,
+    )
+    .agent(format!("agent{}", i % 5))
+    .tool("search")
+    .payload(json!({"i": i, "text": "x".repeat(200)}))
 }
 
 async fn migrated(b: &Backend) -> (TestDb, Store) {
@@ -50,7 +55,10 @@ async fn every_logged_event_is_stored_exactly_once_and_published_in_seq_order(b:
     let seen = seen.lock().unwrap();
     let ids: HashSet<_> = seen.iter().map(|e| e.id).collect();
     assert_eq!(ids, events.iter().map(|e| e.id).collect());
-    assert!(seen.windows(2).all(|w| w[0].seq < w[1].seq), "published out of seq order");
+    assert!(
+        seen.windows(2).all(|w| w[0].seq < w[1].seq),
+        "published out of seq order"
+    );
 }
 both!(every_logged_event_is_stored_exactly_once_and_published_in_seq_order);
 
@@ -67,9 +75,16 @@ async fn flushes_on_batch_size_before_the_interval(b: Backend) {
         logger.log_event(ev(p, i)).unwrap();
     }
     // Полный пакет пишется сразу; хвост из 50 ждёт 30-секундного таймера.
-    wait_for("a full batch", 10, || async { store.count_events().await.unwrap() == 100 }).await;
+    wait_for("a full batch", 10, || async {
+        store.count_events().await.unwrap() == 100
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(store.count_events().await.unwrap(), 100, "the partial batch must wait for its timer");
+    assert_eq!(
+        store.count_events().await.unwrap(),
+        100,
+        "the partial batch must wait for its timer"
+    );
     assert_eq!(logger.shutdown().await.drained, 50);
     assert_eq!(store.count_events().await.unwrap(), 150);
 }
@@ -87,7 +102,10 @@ async fn flushes_a_partial_batch_when_the_interval_fires(b: Backend) {
     for i in 0..7 {
         logger.log_event(ev(p, i)).unwrap();
     }
-    wait_for("the interval flush", 10, || async { store.count_events().await.unwrap() == 7 }).await;
+    wait_for("the interval flush", 10, || async {
+        store.count_events().await.unwrap() == 7
+    })
+    .await;
     logger.shutdown().await;
 }
 both!(flushes_a_partial_batch_when_the_interval_fires);
@@ -106,10 +124,19 @@ async fn relogging_the_same_ids_adds_no_rows(b: Backend) {
     let second = logger.log_batch(again).unwrap().wait().await.unwrap();
     assert_eq!((second.inserted, second.duplicates), (0, 301));
     let dup = ev(p, 999);
-    let third = logger.log_batch(vec![dup.clone(), dup]).unwrap().wait().await.unwrap();
+    let third = logger
+        .log_batch(vec![dup.clone(), dup])
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
     assert_eq!((third.inserted, third.duplicates), (1, 1));
     assert_eq!(store.count_events().await.unwrap(), 301);
-    assert_eq!(seen.lock().unwrap().len(), 301, "duplicates must not be published again");
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        301,
+        "duplicates must not be published again"
+    );
     logger.shutdown().await;
 }
 both!(relogging_the_same_ids_adds_no_rows);
@@ -156,10 +183,15 @@ async fn a_full_queue_hands_the_event_back(b: Backend) {
             Err(e) => panic!("unexpected {e:?}"),
         }
     }
-    assert!(refused > 0, "a queue of 8 must overflow under 2000 back-to-back events");
+    assert!(
+        refused > 0,
+        "a queue of 8 must overflow under 2000 back-to-back events"
+    );
     // Пакет больше свободного места не ставится ни частично.
     let before = logger.queue_depth();
-    if let Err(eventlog::logger::BatchError::QueueFull(back)) = logger.log_batch((0..9).map(|i| ev(p, i)).collect()) {
+    if let Err(eventlog::logger::BatchError::QueueFull(back)) =
+        logger.log_batch((0..9).map(|i| ev(p, i)).collect())
+    {
         assert_eq!(back.len(), 9);
     } else {
         panic!("a 9-event batch cannot fit a queue of 8");
@@ -185,19 +217,27 @@ async fn a_row_the_database_rejects_goes_to_dead_letter_and_the_rest_is_stored(b
     assert_eq!(store.count_rejected().await.unwrap(), 2);
     let rows = store
         .connection()
-        .query_all_raw(sea_orm::Statement::from_string(store.backend(), "SELECT raw_event, error FROM event_logs_rejected"))
+        .query_all_raw(sea_orm::Statement::from_string(
+            store.backend(),
+            "SELECT raw_event, error FROM event_logs_rejected",
+        ))
         .await
         .unwrap();
     use sea_orm::ConnectionTrait as _;
     for r in rows {
         let raw: String = if b.is_postgres() {
-            r.try_get::<serde_json::Value>("", "raw_event").unwrap().to_string()
+            r.try_get::<serde_json::Value>("", "raw_event")
+                .unwrap()
+                .to_string()
         } else {
             r.try_get("", "raw_event").unwrap()
         };
         let error: String = r.try_get("", "error").unwrap();
         assert!(bad.iter().any(|id| raw.contains(&id.to_string())), "{raw}");
-        assert!(error.to_lowercase().contains("check"), "error text names the constraint: {error}");
+        assert!(
+            error.to_lowercase().contains("check"),
+            "error text names the constraint: {error}"
+        );
     }
     logger.shutdown().await;
 }
@@ -213,12 +253,26 @@ async fn database_going_away_mid_stream_loses_and_duplicates_nothing() {
     let (db, direct) = migrated(&b).await;
     let proxy = FaultProxy::start(pg_host_port(&db.url)).await;
     let proxied_url = {
-        let name = db.url.rsplit('/').next().unwrap().split('?').next().unwrap().to_owned();
+        let name = db
+            .url
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .split('?')
+            .next()
+            .unwrap()
+            .to_owned();
         replace_db(&format!("postgres://postgres@127.0.0.1:{}/x", proxy.port), &name)
     };
-    let store = Store::connect(&proxied_url, PoolOptions { max_connections: 4, acquire_timeout: Duration::from_secs(2) })
-        .await
-        .unwrap();
+    let store = Store::connect(
+        &proxied_url,
+        PoolOptions {
+            max_connections: 4,
+            acquire_timeout: Duration::from_secs(2),
+        },
+    )
+    .await
+    .unwrap();
     let (hook, seen) = recorder();
     let cfg = LoggerConfig {
         batch_size: 200,

@@ -3,19 +3,19 @@
 
 mod helpers;
 
-mod migrations;
-mod logger;
-mod stream;
+mod analytics;
+mod auth;
 mod filter_parity;
 mod fixture;
-mod queries;
-mod analytics;
+mod hardening;
+mod health;
 mod ingest;
 mod isolation;
-mod auth;
-mod hardening;
-mod rest;
-mod health;
-mod schema;
-mod subscriptions;
+mod logger;
+mod migrations;
 mod pagination;
+mod queries;
+mod rest;
+mod schema;
+mod stream;
+mod subscriptions;

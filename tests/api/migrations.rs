@@ -19,7 +19,9 @@ async fn names(store: &Store, pg: bool, kind: &str) -> Vec<String> {
         .query_all_raw(Statement::from_string(store.backend(), sql))
         .await
         .unwrap();
-    rows.iter().map(|r| r.try_get::<String>("", "n").unwrap()).collect()
+    rows.iter()
+        .map(|r| r.try_get::<String>("", "n").unwrap())
+        .collect()
 }
 
 async fn up_down_up_creates_and_removes_every_table_and_index(b: Backend) {
@@ -31,19 +33,36 @@ async fn up_down_up_creates_and_removes_every_table_and_index(b: Backend) {
         let tables = names(&store, pg, "table").await;
         let indexes = names(&store, pg, "index").await;
         for t in ["event_logs", "event_logs_rejected"] {
-            assert!(tables.contains(&t.to_owned()), "round {round}: table {t} missing: {tables:?}");
+            assert!(
+                tables.contains(&t.to_owned()),
+                "round {round}: table {t} missing: {tables:?}"
+            );
         }
         for i in INDEX_NAMES {
-            assert!(indexes.contains(&i.to_string()), "round {round}: index {i} missing: {indexes:?}");
+            assert!(
+                indexes.contains(&i.to_string()),
+                "round {round}: index {i} missing: {indexes:?}"
+            );
         }
         if round == 0 {
             Migrator::down(store.connection(), None).await.unwrap();
             let tables = names(&store, pg, "table").await;
             let indexes = names(&store, pg, "index").await;
-            assert!(!tables.iter().any(|t| t.starts_with("event_logs")), "tables left: {tables:?}");
-            assert!(!indexes.iter().any(|i| i.starts_with("idx_event_logs")), "indexes left: {indexes:?}");
+            assert!(
+                !tables.iter().any(|t| t.starts_with("event_logs")),
+                "tables left: {tables:?}"
+            );
+            assert!(
+                !indexes.iter().any(|i| i.starts_with("idx_event_logs")),
+                "indexes left: {indexes:?}"
+            );
         }
     }
-    assert!(Migrator::get_pending_migrations(store.connection()).await.unwrap().is_empty());
+    assert!(
+        Migrator::get_pending_migrations(store.connection())
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 both!(up_down_up_creates_and_removes_every_table_and_index);

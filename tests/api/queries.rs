@@ -18,53 +18,98 @@ async fn every_filter_matches_an_independent_expectation(b: Backend) {
     type Pred = Box<dyn Fn(&Fx) -> bool>;
     let cases: Vec<(Value, Pred)> = vec![
         (json!({}), Box::new(|_| true)),
-        (json!({"eventTypes": ["ERROR", "TOOL_RESULT"]}), Box::new(|e| e.ty == "ERROR" || e.ty == "TOOL_RESULT")),
+        (
+            json!({"eventTypes": ["ERROR", "TOOL_RESULT"]}),
+            Box::new(|e| e.ty == "ERROR" || e.ty == "TOOL_RESULT"),
+        ),
         (json!({"eventTypes": []}), Box::new(|_| false)),
-        (json!({"agentIds": ["agent-a"]}), Box::new(|e| e.agent.as_deref() == Some("agent-a"))),
+        (
+            json!({"agentIds": ["agent-a"]}),
+            Box::new(|e| e.agent.as_deref() == Some("agent-a")),
+        ),
         (json!({"sessionId": w.sessions[2]}), {
             let s = w.sessions[2];
             Box::new(move |e| e.session == s)
         }),
         (json!({"userId": "bob"}), Box::new(|e| e.user == "bob")),
-        (json!({"toolName": "deploy"}), Box::new(|e| e.tool == Some("deploy"))),
-        (json!({"errorCode": "E_1"}), Box::new(|e| e.code.as_deref() == Some("E_1"))),
+        (
+            json!({"toolName": "deploy"}),
+            Box::new(|e| e.tool == Some("deploy")),
+        ),
+        (
+            json!({"errorCode": "E_1"}),
+            Box::new(|e| e.code.as_deref() == Some("E_1")),
+        ),
         (json!({"hasError": true}), Box::new(|e| e.code.is_some())),
         (json!({"hasError": false}), Box::new(|e| e.code.is_none())),
-        (json!({"approvalStatus": "REJECTED"}), Box::new(|e| e.status == Some("REJECTED"))),
+        (
+            json!({"approvalStatus": "REJECTED"}),
+            Box::new(|e| e.status == Some("REJECTED")),
+        ),
         (
             json!({"from": (t + chrono::Duration::hours(2)).to_rfc3339(), "to": (t + chrono::Duration::hours(5)).to_rfc3339()}),
-            Box::new(move |e| e.at >= t + chrono::Duration::hours(2) && e.at < t + chrono::Duration::hours(5)),
+            Box::new(move |e| {
+                e.at >= t + chrono::Duration::hours(2) && e.at < t + chrono::Duration::hours(5)
+            }),
         ),
-        (json!({"payloadContains": {"parity": "odd"}}), Box::new(|e| e.payload["parity"] == "odd")),
-        (json!({"payloadContains": {"tags": ["t3"]}}), Box::new(|e| e.payload["tags"][0] == "t3")),
+        (
+            json!({"payloadContains": {"parity": "odd"}}),
+            Box::new(|e| e.payload["parity"] == "odd"),
+        ),
+        (
+            json!({"payloadContains": {"tags": ["t3"]}}),
+            Box::new(|e| e.payload["tags"][0] == "t3"),
+        ),
         (
             json!({"payloadContains": {"parity": "even", "i": 42}}),
             Box::new(|e| e.payload["i"] == 42),
         ),
         (
             json!({"eventTypes": ["TOOL_REQUEST"], "agentIds": ["agent-b", "agent-c"], "hasError": false}),
-            Box::new(|e| e.ty == "TOOL_REQUEST" && matches!(e.agent.as_deref(), Some("agent-b" | "agent-c")) && e.code.is_none()),
+            Box::new(|e| {
+                e.ty == "TOOL_REQUEST"
+                    && matches!(e.agent.as_deref(), Some("agent-b" | "agent-c"))
+                    && e.code.is_none()
+            }),
         ),
     ];
     for (who, token, user) in [("admin", &w.admin, None), ("alice", &w.alice, Some("alice"))] {
         for (filter, pred) in &cases {
             let r = w
                 .app
-                .graphql(Some(token), EVENTS, json!({"p": w.project, "f": filter, "n": 500}))
+                .graphql(
+                    Some(token),
+                    EVENTS,
+                    json!({"p": w.project, "f": filter, "n": 500}),
+                )
                 .await;
             let expected: Vec<&Fx> = visible(&w, user).into_iter().filter(|e| pred(e)).collect();
-            assert_eq!(node_ids(&r, "events"), ids(&expected), "{who} with filter {filter}");
+            assert_eq!(
+                node_ids(&r, "events"),
+                ids(&expected),
+                "{who} with filter {filter}"
+            );
         }
     }
     // Значения столбцов и нагрузка доходят до клиента как есть.
-    let r = w.app.graphql(Some(&w.admin), EVENTS, json!({"p": w.project, "n": 500, "o": "OLDEST_FIRST"})).await;
+    let r = w
+        .app
+        .graphql(
+            Some(&w.admin),
+            EVENTS,
+            json!({"p": w.project, "n": 500, "o": "OLDEST_FIRST"}),
+        )
+        .await;
     let nodes = r["data"]["events"]["nodes"].as_array().unwrap();
     let first = &w.events[0];
     assert_eq!(nodes[0]["id"], first.id.to_string());
     assert_eq!(nodes[0]["payload"], first.payload);
     assert_eq!(nodes[0]["eventType"], first.ty);
     assert_eq!(nodes[0]["userId"], first.user);
-    let seqs: Vec<i64> = nodes.iter().map(|n| n["seq"].as_str().unwrap().parse().unwrap()).collect();
+    let seqs: Vec<i64> = nodes
+        .iter()
+        .map(|n| n["seq"].as_str().unwrap().parse().unwrap())
+        .collect();
     assert!(seqs.iter().all(|s| *s > 0));
 }
 both!(every_filter_matches_an_independent_expectation);
@@ -80,7 +125,11 @@ async fn pages_walk_the_whole_set_and_has_next_page_is_exact(b: Backend) {
         loop {
             let r = w
                 .app
-                .graphql(Some(&w.admin), EVENTS, json!({"p": w.project, "n": n, "a": after, "o": order}))
+                .graphql(
+                    Some(&w.admin),
+                    EVENTS,
+                    json!({"p": w.project, "n": n, "a": after, "o": order}),
+                )
                 .await;
             let page = node_ids(&r, "events");
             let info = &r["data"]["events"]["pageInfo"];
@@ -106,18 +155,41 @@ both!(pages_walk_the_whole_set_and_has_next_page_is_exact);
 async fn first_out_of_range_and_bad_cursors_are_bad_user_input(b: Backend) {
     let w = world(&b).await;
     for n in [0, 501, -1] {
-        let r = w.app.graphql(Some(&w.admin), EVENTS, json!({"p": w.project, "n": n})).await;
+        let r = w
+            .app
+            .graphql(Some(&w.admin), EVENTS, json!({"p": w.project, "n": n}))
+            .await;
         assert_eq!(code(&r), "BAD_USER_INPUT", "first {n}");
         assert!(r["errors"][0]["message"].as_str().unwrap().starts_with("first:"));
     }
     let q = "query($p: UUID!, $s: UUID!, $n: Int) { sessionEvents(projectId: $p, sessionId: $s, first: $n) { nodes { id } } }";
-    let ok = w.app.graphql(Some(&w.admin), q, json!({"p": w.project, "s": w.sessions[0], "n": 5000})).await;
+    let ok = w
+        .app
+        .graphql(
+            Some(&w.admin),
+            q,
+            json!({"p": w.project, "s": w.sessions[0], "n": 5000}),
+        )
+        .await;
     assert!(ok["errors"].is_null(), "{ok}");
-    let bad = w.app.graphql(Some(&w.admin), q, json!({"p": w.project, "s": w.sessions[0], "n": 5001})).await;
+    let bad = w
+        .app
+        .graphql(
+            Some(&w.admin),
+            q,
+            json!({"p": w.project, "s": w.sessions[0], "n": 5001}),
+        )
+        .await;
     assert_eq!(code(&bad), "BAD_USER_INPUT");
 
-    let r = w.app.graphql(Some(&w.admin), EVENTS, json!({"p": w.project, "n": 10})).await;
-    let cursor = r["data"]["events"]["pageInfo"]["endCursor"].as_str().unwrap().to_owned();
+    let r = w
+        .app
+        .graphql(Some(&w.admin), EVENTS, json!({"p": w.project, "n": 10}))
+        .await;
+    let cursor = r["data"]["events"]["pageInfo"]["endCursor"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     // Испорченный, мусорный и чужой (другой порядок, фильтр, поле) курсоры.
     let mut tampered = cursor.clone().into_bytes();
     let k = tampered.len() / 2;
@@ -135,11 +207,22 @@ async fn first_out_of_range_and_bad_cursors_are_bad_user_input(b: Backend) {
     }
     let r = w
         .app
-        .graphql(Some(&w.admin), "query($p: UUID!, $a: String) { sessions(projectId: $p, after: $a) { nodes { sessionId } } }", json!({"p": w.project, "a": cursor}))
+        .graphql(
+            Some(&w.admin),
+            "query($p: UUID!, $a: String) { sessions(projectId: $p, after: $a) { nodes { sessionId } } }",
+            json!({"p": w.project, "a": cursor}),
+        )
         .await;
     assert_eq!(code(&r), "BAD_USER_INPUT", "an events cursor used on sessions");
     // Курсор администратора не подходит пользователю (другая область).
-    let r = w.app.graphql(Some(&w.bob), EVENTS, json!({"p": w.project, "n": 10, "a": cursor})).await;
+    let r = w
+        .app
+        .graphql(
+            Some(&w.bob),
+            EVENTS,
+            json!({"p": w.project, "n": 10, "a": cursor}),
+        )
+        .await;
     assert_eq!(code(&r), "BAD_USER_INPUT");
 }
 both!(first_out_of_range_and_bad_cursors_are_bad_user_input);
@@ -149,25 +232,50 @@ async fn session_events_event_and_sessions_follow_the_spec(b: Backend) {
     let s = w.sessions[1];
     // sessionEvents: сначала старые, только видимые.
     let q = "query($p: UUID!, $s: UUID!) { sessionEvents(projectId: $p, sessionId: $s) { nodes { id } } }";
-    let r = w.app.graphql(Some(&w.alice), q, json!({"p": w.project, "s": s})).await;
-    let mut want: Vec<&Fx> = visible(&w, Some("alice")).into_iter().filter(|e| e.session == s).collect();
+    let r = w
+        .app
+        .graphql(Some(&w.alice), q, json!({"p": w.project, "s": s}))
+        .await;
+    let mut want: Vec<&Fx> = visible(&w, Some("alice"))
+        .into_iter()
+        .filter(|e| e.session == s)
+        .collect();
     want.reverse();
     assert_eq!(node_ids(&r, "sessionEvents"), ids(&want));
 
     // event(id): видимое — есть, чужое — null.
     let q = "query($p: UUID!, $id: UUID!) { event(projectId: $p, id: $id) { id userId } }";
-    let bobs = w.events.iter().find(|e| e.user == "bob" && e.project == w.project).unwrap();
-    let r = w.app.graphql(Some(&w.bob), q, json!({"p": w.project, "id": bobs.id})).await;
+    let bobs = w
+        .events
+        .iter()
+        .find(|e| e.user == "bob" && e.project == w.project)
+        .unwrap();
+    let r = w
+        .app
+        .graphql(Some(&w.bob), q, json!({"p": w.project, "id": bobs.id}))
+        .await;
     assert_eq!(r["data"]["event"]["id"], bobs.id.to_string());
-    let r = w.app.graphql(Some(&w.alice), q, json!({"p": w.project, "id": bobs.id})).await;
+    let r = w
+        .app
+        .graphql(Some(&w.alice), q, json!({"p": w.project, "id": bobs.id}))
+        .await;
     assert!(r["data"]["event"].is_null(), "{r}");
 
     // sessions: по последней активности; сводка по всем видимым событиям сессии,
     // даже если фильтру подходит только одно.
     let q = "query($p: UUID!, $f: EventFilter) { sessions(projectId: $p, filter: $f) {
         nodes { sessionId userId firstEventAt lastEventAt events errors agentIds } pageInfo { hasNextPage } } }";
-    let r = w.app.graphql(Some(&w.alice), q, json!({"p": w.project, "f": {"eventTypes": ["ERROR"]}})).await;
-    let nodes = r["data"]["sessions"]["nodes"].as_array().unwrap_or_else(|| panic!("{r}"));
+    let r = w
+        .app
+        .graphql(
+            Some(&w.alice),
+            q,
+            json!({"p": w.project, "f": {"eventTypes": ["ERROR"]}}),
+        )
+        .await;
+    let nodes = r["data"]["sessions"]["nodes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{r}"));
     let alice = visible(&w, Some("alice"));
     let mut expected_sessions: Vec<_> = w
         .sessions
@@ -179,7 +287,7 @@ async fn session_events_event_and_sessions_follow_the_spec(b: Backend) {
             (*s, last, evs)
         })
         .collect();
-    expected_sessions.sort_by(|a, b| (b.1, b.0).cmp(&(a.1, a.0)));
+    expected_sessions.sort_by_key(|x| std::cmp::Reverse((x.1, x.0)));
     assert_eq!(nodes.len(), expected_sessions.len());
     for (n, (sid, last, evs)) in nodes.iter().zip(&expected_sessions) {
         assert_eq!(n["sessionId"], sid.to_string());
@@ -213,6 +321,11 @@ async fn event_session_is_batched_one_query_per_page(b: Backend) {
     let base = count(without).await;
     let batched = count(with).await;
     // 90 событий в трёх сессиях: сводки — это два запроса на всю страницу, а не 90.
-    assert_eq!(batched - base, 2, "session summaries took {} statements", batched - base);
+    assert_eq!(
+        batched - base,
+        2,
+        "session summaries took {} statements",
+        batched - base
+    );
 }
 both!(event_session_is_batched_one_query_per_page);

@@ -33,7 +33,8 @@ async fn replay_then_live_has_no_gap_and_no_duplicate_under_concurrent_writes(b:
         tokio::spawn(async move {
             let mut ids = Vec::new();
             for i in 0..total {
-                let e = NewEvent::new(Uuid::now_v7(), "u", project, EventType::TaskProgress).payload(json!({"i": i}));
+                let e = NewEvent::new(Uuid::now_v7(), "u", project, EventType::TaskProgress)
+                    .payload(json!({"i": i}));
                 ids.push(e.id);
                 // Чужой проект вперемешку: его события подписчик не должен увидеть.
                 let noise = NewEvent::new(Uuid::now_v7(), "u", other, EventType::TaskProgress);
@@ -48,18 +49,30 @@ async fn replay_then_live_has_no_gap_and_no_duplicate_under_concurrent_writes(b:
     };
     // Подписка посреди записи: часть событий уже в базе, часть ещё придёт.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let scope = ReadScope { project_id: project, user_id: Some("u".into()) };
+    let scope = ReadScope {
+        project_id: project,
+        user_id: Some("u".into()),
+    };
     let sub = stream.subscribe(scope, EventFilter::default(), Some(0));
     let got: Vec<_> = tokio::time::timeout(
         Duration::from_secs(60),
-        sub.take(total).map(|r| r.expect("no lag with a large buffer")).collect::<Vec<_>>(),
+        sub.take(total)
+            .map(|r| r.expect("no lag with a large buffer"))
+            .collect::<Vec<_>>(),
     )
     .await
     .expect("all events delivered");
     let ids = writer.await.unwrap();
-    assert!(got.windows(2).all(|w| w[0].seq < w[1].seq), "not in seq order or duplicated");
+    assert!(
+        got.windows(2).all(|w| w[0].seq < w[1].seq),
+        "not in seq order or duplicated"
+    );
     let got_ids: HashSet<_> = got.iter().map(|e| e.id).collect();
-    assert_eq!(got_ids, ids.into_iter().collect::<HashSet<_>>(), "gap at the seam");
+    assert_eq!(
+        got_ids,
+        ids.into_iter().collect::<HashSet<_>>(),
+        "gap at the seam"
+    );
     assert!(got.iter().all(|e| e.project_id == project));
     stream.shutdown().await;
 }
@@ -71,9 +84,14 @@ async fn a_slow_subscriber_gets_lagged_with_its_resume_point(b: Backend) {
     store.migrate_up().await.unwrap();
     let stream = StreamManager::start(store.clone(), LoggerConfig::default(), 16);
     let project = Uuid::now_v7();
-    let scope = ReadScope { project_id: project, user_id: None };
+    let scope = ReadScope {
+        project_id: project,
+        user_id: None,
+    };
     let mut sub = Box::pin(stream.subscribe(scope.clone(), EventFilter::default(), None));
-    let events: Vec<_> = (0..200).map(|_| NewEvent::new(Uuid::now_v7(), "u", project, EventType::TaskQueued)).collect();
+    let events: Vec<_> = (0..200)
+        .map(|_| NewEvent::new(Uuid::now_v7(), "u", project, EventType::TaskQueued))
+        .collect();
     stream.broadcast_events(events).unwrap().wait().await.unwrap();
     // Подписчик не читал, буфер на 16 событий переполнен.
     match sub.next().await {
@@ -85,7 +103,11 @@ async fn a_slow_subscriber_gets_lagged_with_its_resume_point(b: Backend) {
     }
     assert!(sub.next().await.is_none(), "the stream ends after LAGGED");
     // Продолжение с afterSeq отдаёт всё.
-    let resumed: Vec<_> = stream.subscribe(scope, EventFilter::default(), Some(0)).take(200).collect().await;
+    let resumed: Vec<_> = stream
+        .subscribe(scope, EventFilter::default(), Some(0))
+        .take(200)
+        .collect()
+        .await;
     assert_eq!(resumed.len(), 200);
     stream.shutdown().await;
 }

@@ -21,8 +21,14 @@ fn ev(p: Uuid, user: Option<&str>, ty: &str) -> Value {
 /// Код ошибки операции: `error` (ошибка проверки запроса) или `next` с errors
 /// (ошибка выполнения поля) — оба вида допускает graphql-transport-ws.
 fn op_code(m: &Value) -> &str {
-    let err = if m["payload"].is_array() { &m["payload"][0] } else { &m["payload"]["errors"][0] };
-    err["extensions"]["code"].as_str().unwrap_or_else(|| panic!("no error in {m}"))
+    let err = if m["payload"].is_array() {
+        &m["payload"][0]
+    } else {
+        &m["payload"]["errors"][0]
+    };
+    err["extensions"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error in {m}"))
 }
 
 async fn ack(ws: &mut crate::helpers::Ws) {
@@ -37,12 +43,22 @@ async fn replay_then_live_with_scope_and_filter_applied(b: Backend) {
     let alice = app.token("alice", Role::User, &[p]);
     // До подписки: 3 события alice и 3 чужих.
     let before: Vec<Value> = (0..3)
-        .flat_map(|_| [ev(p, Some("alice"), "TOOL_REQUEST"), ev(p, Some("bob"), "TOOL_REQUEST")])
+        .flat_map(|_| {
+            [
+                ev(p, Some("alice"), "TOOL_REQUEST"),
+                ev(p, Some("bob"), "TOOL_REQUEST"),
+            ]
+        })
         .collect();
     app.ingest(&service, Value::Array(before)).await;
     let mut ws = app.ws("graphql-transport-ws", Some(&alice)).await;
     ack(&mut ws).await;
-    ws.subscribe("1", SUB, json!({"p": p, "a": "0", "f": {"eventTypes": ["TOOL_REQUEST", "ERROR"]}})).await;
+    ws.subscribe(
+        "1",
+        SUB,
+        json!({"p": p, "a": "0", "f": {"eventTypes": ["TOOL_REQUEST", "ERROR"]}}),
+    )
+    .await;
     let mut got = Vec::new();
     for _ in 0..3 {
         let m = ws.json(10).await;
@@ -50,20 +66,36 @@ async fn replay_then_live_with_scope_and_filter_applied(b: Backend) {
         got.push(m["payload"]["data"]["events"].clone());
     }
     // Живые: alice — подходящий тип, неподходящий тип, событие bob.
-    app.ingest(&service, json!([ev(p, Some("bob"), "ERROR"), ev(p, Some("alice"), "TASK_STARTED"), ev(p, Some("alice"), "ERROR")])).await;
+    app.ingest(
+        &service,
+        json!([
+            ev(p, Some("bob"), "ERROR"),
+            ev(p, Some("alice"), "TASK_STARTED"),
+            ev(p, Some("alice"), "ERROR")
+        ]),
+    )
+    .await;
     let m = ws.json(10).await;
     got.push(m["payload"]["data"]["events"].clone());
     assert_eq!(got.len(), 4);
     assert!(got.iter().all(|e| e["userId"] == "alice"), "{got:?}");
     assert_eq!(got[3]["eventType"], "ERROR");
-    let seqs: Vec<i64> = got.iter().map(|e| e["seq"].as_str().unwrap().parse().unwrap()).collect();
+    let seqs: Vec<i64> = got
+        .iter()
+        .map(|e| e["seq"].as_str().unwrap().parse().unwrap())
+        .collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]));
     assert_eq!(got[0]["session"]["events"], 1);
     // Переподключение с последним seq ничего не теряет и не повторяет.
     let last = got[2]["seq"].as_str().unwrap().to_owned();
     let mut ws2 = app.ws("graphql-transport-ws", Some(&alice)).await;
     ack(&mut ws2).await;
-    ws2.subscribe("r", SUB, json!({"p": p, "a": last, "f": {"eventTypes": ["TOOL_REQUEST", "ERROR"]}})).await;
+    ws2.subscribe(
+        "r",
+        SUB,
+        json!({"p": p, "a": last, "f": {"eventTypes": ["TOOL_REQUEST", "ERROR"]}}),
+    )
+    .await;
     let m = ws2.json(10).await;
     assert_eq!(m["payload"]["data"]["events"]["id"], got[3]["id"]);
     // Неверный afterSeq.
@@ -91,7 +123,8 @@ async fn socket_closes_with_protocol_codes(b: Backend) {
     ws.send(json!({"type": "connection_init", "payload": {}})).await;
     assert!(matches!(ws.next(5).await, WsEvent::Closed(Some(4403), _)));
     let mut ws = app.ws("graphql-transport-ws", None).await;
-    ws.send(json!({"type": "connection_init", "payload": {"authorization": format!("Bearer {alice}")}})).await;
+    ws.send(json!({"type": "connection_init", "payload": {"authorization": format!("Bearer {alice}")}}))
+        .await;
     ack(&mut ws).await;
     // Повтор id активной подписки — 4409.
     ws.subscribe("dup", SUB, json!({"p": p})).await;
@@ -118,7 +151,11 @@ async fn subscriptions_per_connection_are_capped_and_ids_can_be_reused_after_com
     }
     ws.subscribe("over", SUB, json!({"p": p})).await;
     let m = ws.json(10).await;
-    assert_eq!((m["type"].as_str(), m["id"].as_str()), (Some("error"), Some("over")), "{m}");
+    assert_eq!(
+        (m["type"].as_str(), m["id"].as_str()),
+        (Some("error"), Some("over")),
+        "{m}"
+    );
     // Завершённый id освобождает место и может быть использован снова.
     ws.send(json!({"id": "0", "type": "complete"})).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -144,11 +181,19 @@ async fn lagging_subscriber_is_told_and_token_expiry_ends_the_stream(b: Backend)
     let p = Uuid::now_v7();
     let service = app.token("svc", Role::Service, &[p]);
     // Токен, который истекает через секунду (плюс допуск 5 с).
-    let short = app.keys.mint("alice", Role::User, Some(vec![p]), chrono::Duration::seconds(1)).unwrap();
+    let short = app
+        .keys
+        .mint("alice", Role::User, Some(vec![p]), chrono::Duration::seconds(1))
+        .unwrap();
     let alice = app.token("alice", Role::User, &[p]);
     let mut ws = app.ws("graphql-transport-ws", Some(&alice)).await;
     ack(&mut ws).await;
-    ws.subscribe("lag", "subscription($p: UUID!) { events(projectId: $p) { seq } }", json!({"p": p})).await;
+    ws.subscribe(
+        "lag",
+        "subscription($p: UUID!) { events(projectId: $p) { seq } }",
+        json!({"p": p}),
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     // 300 событий одним пакетом в буфер на 4: подписчик отстанет.
     let batch: Vec<Value> = (0..300).map(|_| ev(p, Some("alice"), "X")).collect();
@@ -162,7 +207,11 @@ async fn lagging_subscriber_is_told_and_token_expiry_ends_the_stream(b: Backend)
         }
     }
     let m = lagged.expect("a LAGGED error");
-    let err = if m["payload"].is_array() { &m["payload"][0] } else { &m["payload"]["errors"][0] };
+    let err = if m["payload"].is_array() {
+        &m["payload"][0]
+    } else {
+        &m["payload"]["errors"][0]
+    };
     assert_eq!(err["extensions"]["code"], "LAGGED", "{m}");
     assert!(err["extensions"]["lastSeq"].is_string());
 
@@ -171,7 +220,11 @@ async fn lagging_subscriber_is_told_and_token_expiry_ends_the_stream(b: Backend)
     ws.subscribe("exp", SUB, json!({"p": p})).await;
     let started = std::time::Instant::now();
     let m = ws.json(15).await;
-    let err = if m["payload"].is_array() { &m["payload"][0] } else { &m["payload"]["errors"][0] };
+    let err = if m["payload"].is_array() {
+        &m["payload"][0]
+    } else {
+        &m["payload"]["errors"][0]
+    };
     assert_eq!(err["extensions"]["code"], "UNAUTHENTICATED", "{m}");
     assert!(started.elapsed() < Duration::from_secs(12));
 }
@@ -183,14 +236,16 @@ async fn legacy_graphql_ws_protocol_works(b: Backend) {
     let alice = app.token("alice", Role::User, &[p]);
     let mut ws = app.ws("graphql-ws", Some(&alice)).await;
     ack(&mut ws).await;
-    ws.send(json!({"id": "1", "type": "start", "payload": {"query": SUB, "variables": {"p": p}}})).await;
+    ws.send(json!({"id": "1", "type": "start", "payload": {"query": SUB, "variables": {"p": p}}}))
+        .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     app.ingest(&alice, json!([ev(p, None, "HELLO")])).await;
     let m = ws.json(10).await;
     assert_eq!(m["type"], "data", "{m}");
     assert_eq!(m["payload"]["data"]["events"]["eventType"], "HELLO");
     // Повтор id в старом протоколе — ошибка операции, соединение живо.
-    ws.send(json!({"id": "1", "type": "start", "payload": {"query": SUB, "variables": {"p": p}}})).await;
+    ws.send(json!({"id": "1", "type": "start", "payload": {"query": SUB, "variables": {"p": p}}}))
+        .await;
     let m = ws.json(10).await;
     assert_eq!(m["type"], "error", "{m}");
 }

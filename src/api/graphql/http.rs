@@ -38,11 +38,20 @@ pub(crate) fn auth_from_headers(state: &AppState, headers: &HeaderMap) -> Reques
 }
 
 fn plain_error(status: StatusCode, code: &str, message: &str) -> axum::response::Response {
-    (status, Json(json!({"errors": [{"message": message, "extensions": {"code": code}}]}))).into_response()
+    (
+        status,
+        Json(json!({"errors": [{"message": message, "extensions": {"code": code}}]})),
+    )
+        .into_response()
 }
 
 async fn execute(state: &AppState, headers: &HeaderMap, req: Request) -> axum::response::Response {
-    let loader = DataLoader::new(SessionLoader { store: state.api.store.clone() }, tokio::spawn);
+    let loader = DataLoader::new(
+        SessionLoader {
+            store: state.api.store.clone(),
+        },
+        tokio::spawn,
+    );
     let req = req.data(auth_from_headers(state, headers)).data(loader);
     let timeout = Duration::from_millis(state.settings.request_timeout_ms);
     let resp = match tokio::time::timeout(timeout, state.schema.execute(req)).await {
@@ -59,7 +68,11 @@ async fn execute(state: &AppState, headers: &HeaderMap, req: Request) -> axum::r
 }
 
 /// `POST /graphql`.
-pub async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> axum::response::Response {
+pub async fn graphql_post(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> axum::response::Response {
     let json_ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -82,7 +95,11 @@ pub async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, bod
     let req: Request = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
-            return plain_error(StatusCode::BAD_REQUEST, "BAD_USER_INPUT", &format!("invalid GraphQL request body: {e}"));
+            return plain_error(
+                StatusCode::BAD_REQUEST,
+                "BAD_USER_INPUT",
+                &format!("invalid GraphQL request body: {e}"),
+            );
         }
     };
     execute(&state, &headers, req).await
@@ -137,7 +154,11 @@ pub async fn graphql_get(
         match serde_json::from_str::<serde_json::Value>(&vars) {
             Ok(v) => req = req.variables(Variables::from_json(v)),
             Err(e) => {
-                return plain_error(StatusCode::BAD_REQUEST, "BAD_USER_INPUT", &format!("variables: {e}"));
+                return plain_error(
+                    StatusCode::BAD_REQUEST,
+                    "BAD_USER_INPUT",
+                    &format!("variables: {e}"),
+                );
             }
         }
     }

@@ -44,9 +44,15 @@ impl Extension for AliasLimitExt {
         let doc = next.run(ctx, query, variables).await?;
         let ops: usize = match &doc.operations {
             DocumentOperations::Single(op) => count(&op.node.selection_set.node),
-            DocumentOperations::Multiple(map) => map.values().map(|op| count(&op.node.selection_set.node)).sum(),
+            DocumentOperations::Multiple(map) => {
+                map.values().map(|op| count(&op.node.selection_set.node)).sum()
+            }
         };
-        let frags: usize = doc.fragments.values().map(|f| count(&f.node.selection_set.node)).sum();
+        let frags: usize = doc
+            .fragments
+            .values()
+            .map(|f| count(&f.node.selection_set.node))
+            .sum();
         if ops + frags > self.0 {
             let mut err = ServerError::new(format!("too many aliases: at most {} per request", self.0), None);
             let mut ext = async_graphql::ErrorExtensionValues::default();

@@ -44,7 +44,13 @@ impl Loader<SessionKey> for SessionLoader {
                 .await
                 .map_err(|e| Arc::new(e.to_string()))?;
             for (id, s) in found {
-                out.insert(SessionKey { scope: scope.clone(), session_id: id }, s);
+                out.insert(
+                    SessionKey {
+                        scope: scope.clone(),
+                        session_id: id,
+                    },
+                    s,
+                );
             }
         }
         Ok(out)

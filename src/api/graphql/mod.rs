@@ -56,17 +56,26 @@ pub enum RequestAuth {
 
 /// Собирает схему. Без `api` — только для печати SDL (`eventlog export-schema`).
 pub fn build_schema(api: Option<ApiContext>, introspection: bool) -> AppSchema {
-    let mut b = Schema::build(QueryRoot::default(), MutationRoot::default(), SubscriptionRoot::default())
-        .limit_depth(MAX_DEPTH)
-        .limit_complexity(MAX_COMPLEXITY)
-        .limit_directives(10)
-        .disable_suggestions()
-        .extension(limits::AliasLimit(limits::MAX_ALIASES));
+    let mut b = Schema::build(
+        QueryRoot::default(),
+        MutationRoot::default(),
+        SubscriptionRoot::default(),
+    )
+    .limit_depth(MAX_DEPTH)
+    .limit_complexity(MAX_COMPLEXITY)
+    .limit_directives(10)
+    .disable_suggestions()
+    .extension(limits::AliasLimit(limits::MAX_ALIASES));
     if !introspection {
         b = b.disable_introspection();
     }
     if let Some(api) = api {
-        let loader = DataLoader::new(loader::SessionLoader { store: api.store.clone() }, tokio::spawn);
+        let loader = DataLoader::new(
+            loader::SessionLoader {
+                store: api.store.clone(),
+            },
+            tokio::spawn,
+        );
         // Загрузчик создаётся на каждый запрос (см. http.rs); этот — для подписок.
         b = b.data(api).data(loader);
     }

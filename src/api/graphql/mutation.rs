@@ -45,7 +45,10 @@ pub async fn ingest(
     if events.len() > MAX_INGEST_BATCH {
         return Err(ApiError::bad_input(
             "events",
-            format!("at most {MAX_INGEST_BATCH} events per batch, got {}", events.len()),
+            format!(
+                "at most {MAX_INGEST_BATCH} events per batch, got {}",
+                events.len()
+            ),
         ));
     }
     let now = Utc::now();

@@ -9,8 +9,8 @@ use uuid::Uuid;
 
 use super::principal;
 use super::types::{
-    EventConnection, EventEdge, EventFilterInput, EventNode, SessionConnection, SessionEdge,
-    SortOrder, TimeBucket, page_info,
+    EventConnection, EventEdge, EventFilterInput, EventNode, SessionConnection, SessionEdge, SortOrder,
+    TimeBucket, page_info,
 };
 use crate::api::ApiContext;
 use crate::api::error::ApiError;
@@ -31,7 +31,8 @@ async fn prefetch_sessions(
     page: &reads::PageOut<crate::model::Event>,
 ) -> Result<Option<Arc<HashMap<Uuid, SessionSummary>>>> {
     let la = ctx.look_ahead();
-    let wanted = la.field("nodes").field("session").exists() || la.field("edges").field("node").field("session").exists();
+    let wanted = la.field("nodes").field("session").exists()
+        || la.field("edges").field("node").field("session").exists();
     if !wanted || page.items.is_empty() {
         return Ok(None);
     }

@@ -8,8 +8,8 @@ use async_graphql::{Context, Result, Subscription};
 use futures::{Stream, StreamExt};
 use uuid::Uuid;
 
-use super::types::{EventFilterInput, EventNode};
 use super::auth_state;
+use super::types::{EventFilterInput, EventNode};
 use crate::api::ApiContext;
 use crate::api::error::ApiError;
 use crate::api::reads;

@@ -19,10 +19,10 @@ use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use std::str::FromStr;
 use futures::{SinkExt, StreamExt, future};
 use serde::Deserialize;
 use serde_json::json;
+use std::str::FromStr;
 use tokio::sync::mpsc;
 
 use super::RequestAuth;
@@ -50,12 +50,19 @@ fn lock(g: &Mutex<Guard>) -> std::sync::MutexGuard<'_, Guard> {
 }
 
 /// `GET /graphql/ws`: апгрейд с пределами размеров.
-pub async fn graphql_ws(State(state): State<AppState>, headers: HeaderMap, upgrade: WebSocketUpgrade) -> Response {
+pub async fn graphql_ws(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
     // Подпротокол выбирается из заголовка клиента; без известного — 400.
     let Some(protocol) = headers
         .get(header::SEC_WEBSOCKET_PROTOCOL)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').find_map(|p| WebSocketProtocols::from_str(p.trim()).ok()))
+        .and_then(|v| {
+            v.split(',')
+                .find_map(|p| WebSocketProtocols::from_str(p.trim()).ok())
+        })
     else {
         return (
             StatusCode::BAD_REQUEST,
@@ -129,7 +136,11 @@ fn inspect(
                         let _ = ctl.send(close(4409, &format!("Subscriber for {id} already exists")));
                     }
                     WebSocketProtocols::SubscriptionsTransportWS => {
-                        let _ = ctl.send(op_error(proto, id, "a subscription with this id is already running"));
+                        let _ = ctl.send(op_error(
+                            proto,
+                            id,
+                            "a subscription with this id is already running",
+                        ));
                     }
                 }
                 return None;
