@@ -1,13 +1,383 @@
-//! `eventlog loadgen`.
+//! `eventlog loadgen`: воспроизводимые замеры.
+//!
+//! - `--target inprocess`: строки в секунду через EventLogger в PostgreSQL рядом с «сырым»
+//!   COPY тех же строк в ту же таблицу (в одном прогоне, порядок чередуется), плюс
+//!   задержка `log_event` p50/p99.
+//! - `--target reads`: засевает N строк и меряет страницу из 50 строк с фильтром и
+//!   аналитику проекта за 7 дней (p50/p95), печатает планы EXPLAIN.
 
-use anyhow::Result;
-use clap::Args;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use chrono::Utc;
+use clap::{Args, ValueEnum};
+use hdrhistogram::Histogram;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use sea_orm::{ConnectionTrait, Statement};
+use serde_json::json;
+use uuid::Uuid;
+
+use eventlog::logger::{EventLogger, LogError, LoggerConfig};
+use eventlog::model::{EventType, NewEvent};
+use eventlog::query::{EventFilter, ReadScope, SortOrder};
+use eventlog::storage::analytics::Bucket;
+use eventlog::storage::{PgWriteMethod, PoolOptions, Store};
+
+/// Что мерить.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Target {
+    /// EventLogger против COPY.
+    Inprocess,
+    /// Чтение на засеянной базе.
+    Reads,
+}
+
+/// Способ записи для `inprocess`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Method {
+    /// UNNEST (по умолчанию в сервере).
+    Unnest,
+    /// COPY во временную таблицу.
+    Copy,
+    /// Многострочный INSERT.
+    Multirow,
+    /// Все три по очереди.
+    All,
+}
 
 /// Аргументы `eventlog loadgen`.
 #[derive(Debug, Args)]
-pub struct LoadgenArgs {}
+pub struct LoadgenArgs {
+    /// Что мерить.
+    #[arg(long, value_enum, default_value = "inprocess")]
+    pub target: Target,
+    /// База PostgreSQL (таблица очищается!).
+    #[arg(long, env = "EVENTLOG_DATABASE_URL")]
+    pub database_url: String,
+    /// Строк на прогон (inprocess) или строк засева (reads).
+    #[arg(long, default_value_t = 200_000)]
+    pub events: usize,
+    /// Повторов (отчёт — медиана).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// Способ записи EventLogger.
+    #[arg(long, value_enum, default_value = "unnest")]
+    pub method: Method,
+    /// Размер пакета.
+    #[arg(long, default_value_t = 1000)]
+    pub batch_size: usize,
+    /// Зерно генератора.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Для reads: не засевать, использовать то, что уже в базе.
+    #[arg(long)]
+    pub no_seed: bool,
+    /// Для reads: сколько раз выполнить каждый запрос.
+    #[arg(long, default_value_t = 50)]
+    pub iterations: usize,
+}
 
-/// Запуск нагрузки.
-pub async fn run(_args: LoadgenArgs) -> Result<()> {
-    anyhow::bail!("loadgen is not wired yet")
+/// Запуск.
+pub async fn run(args: LoadgenArgs) -> Result<()> {
+    if !args.database_url.starts_with("postgres") {
+        bail!("--database-url: loadgen measures PostgreSQL; give a postgres:// URL");
+    }
+    let store = Store::connect(&args.database_url, PoolOptions::default())
+        .await
+        .context("while connecting")?;
+    store.migrate_up().await.context("while migrating")?;
+    match args.target {
+        Target::Inprocess => inprocess(&store, &args).await,
+        Target::Reads => reads(&store, &args).await,
+    }
+}
+
+const PROJECTS: usize = 10;
+const USERS_PER_PROJECT: usize = 50;
+const AGENTS: usize = 40;
+
+/// Реалистичные события с нагрузкой ~300 байт; время — за последние 30 дней.
+fn generate(rng: &mut StdRng, n: usize, projects: &[Uuid]) -> Vec<NewEvent> {
+    let now = Utc::now();
+    let sessions: Vec<Uuid> = (0..2000).map(|_| Uuid::now_v7()).collect();
+    (0..n)
+        .map(|i| {
+            let p = rng.random_range(0..projects.len());
+            let ty = EventType::ALL[rng.random_range(0..EventType::ALL.len())];
+            let age = chrono::Duration::seconds(rng.random_range(0..30 * 86_400));
+            let mut e = NewEvent::new(
+                sessions[rng.random_range(0..sessions.len())],
+                format!("user-{p}-{}", rng.random_range(0..USERS_PER_PROJECT)),
+                projects[p],
+                ty,
+            )
+            .agent(format!("agent-{}", rng.random_range(0..AGENTS)))
+            .at(now - age)
+            .payload(json!({
+                "tool_call_id": format!("call_{i:012}"),
+                "agent_name": "research-assistant",
+                "input": {"query": "quarterly revenue by region and product line", "top_k": 8},
+                "risk_level": "LOW",
+                "risk_factors": ["network", "read_only"],
+                "duration_ms": rng.random_range(1..5000),
+                "status": "success",
+                "note": "x".repeat(60),
+            }));
+            if matches!(ty, EventType::ToolRequest | EventType::ToolResult) {
+                e = e.tool(["web_search", "sql_query", "deploy", "file_write"][rng.random_range(0..4)]);
+            }
+            if ty == EventType::Error || rng.random_range(0..50) == 0 {
+                e = e.error_code(["TIMEOUT", "TOOL_FAILED", "RATE_LIMITED"][rng.random_range(0..3)]);
+            }
+            e
+        })
+        .collect()
+}
+
+async fn truncate(store: &Store) -> Result<()> {
+    store
+        .connection()
+        .execute_unprepared("TRUNCATE event_logs RESTART IDENTITY")
+        .await?;
+    store.connection().execute_unprepared("CHECKPOINT").await.ok();
+    Ok(())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+async fn run_copy(store: &Store, events: &[NewEvent]) -> Result<f64> {
+    truncate(store).await?;
+    let started = Instant::now();
+    let n = store.copy_raw(events).await?;
+    let secs = started.elapsed().as_secs_f64();
+    anyhow::ensure!(n as usize == events.len(), "COPY wrote {n} rows");
+    Ok(events.len() as f64 / secs)
+}
+
+async fn run_logger(
+    store: &Store,
+    events: &[NewEvent],
+    method: PgWriteMethod,
+    batch_size: usize,
+    hist: &mut Histogram<u64>,
+) -> Result<(f64, u64)> {
+    truncate(store).await?;
+    let logger = EventLogger::start(
+        store.clone().with_pg_write_method(method),
+        LoggerConfig {
+            batch_size,
+            ..Default::default()
+        },
+        None,
+    );
+    let mut full = 0u64;
+    let started = Instant::now();
+    for e in events {
+        let mut e = e.clone();
+        loop {
+            let t = Instant::now();
+            match logger.log_event(e) {
+                Ok(()) => {
+                    hist.record(t.elapsed().as_nanos() as u64).ok();
+                    break;
+                }
+                // Полная очередь: событие вернулось, ждём писателя и повторяем.
+                Err(LogError::QueueFull(back)) => {
+                    full += 1;
+                    e = *back;
+                    tokio::time::sleep(Duration::from_micros(200)).await;
+                }
+                Err(LogError::Closed(_)) => bail!("logger closed"),
+            }
+        }
+    }
+    let report = logger.shutdown().await;
+    let secs = started.elapsed().as_secs_f64();
+    anyhow::ensure!(report.lost == 0, "lost {} events", report.lost);
+    let stored = store.count_events().await?;
+    anyhow::ensure!(stored as usize == events.len(), "stored {stored} of {}", events.len());
+    Ok((events.len() as f64 / secs, full))
+}
+
+async fn inprocess(store: &Store, args: &LoadgenArgs) -> Result<()> {
+    let mut rng = StdRng::seed_from_u64(args.seed);
+    let projects: Vec<Uuid> = (0..PROJECTS).map(|_| Uuid::now_v7()).collect();
+    let events = generate(&mut rng, args.events, &projects);
+    let avg_payload =
+        events.iter().map(|e| serde_json::to_string(&e.payload).map_or(0, |s| s.len())).sum::<usize>() / events.len();
+    let methods: Vec<(PgWriteMethod, &str)> = match args.method {
+        Method::Unnest => vec![(PgWriteMethod::Unnest, "unnest")],
+        Method::Copy => vec![(PgWriteMethod::CopyStaging, "copy-staging")],
+        Method::Multirow => vec![(PgWriteMethod::MultiRow, "multi-row")],
+        Method::All => vec![
+            (PgWriteMethod::Unnest, "unnest"),
+            (PgWriteMethod::CopyStaging, "copy-staging"),
+            (PgWriteMethod::MultiRow, "multi-row"),
+        ],
+    };
+    println!(
+        "inprocess: {} rows/run, avg payload {avg_payload} B, batch {}, {} rounds",
+        events.len(),
+        args.batch_size,
+        args.rounds
+    );
+    let mut copy_rates = Vec::new();
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); methods.len()];
+    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); methods.len()];
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 10_000_000_000, 3)?;
+    for round in 0..args.rounds {
+        // Порядок чередуется, чтобы прогрев и состояние диска не давали преимущества одной стороне.
+        let copy_first = round % 2 == 0;
+        let mut copy_rate = 0.0;
+        if copy_first {
+            copy_rate = run_copy(store, &events).await?;
+        }
+        let mut round_rates = Vec::new();
+        for (m, _) in &methods {
+            let (r, _full) = run_logger(store, &events, *m, args.batch_size, &mut hist).await?;
+            round_rates.push(r);
+        }
+        if !copy_first {
+            copy_rate = run_copy(store, &events).await?;
+        }
+        copy_rates.push(copy_rate);
+        print!("round {}: COPY {:.0} rows/s", round + 1, copy_rate);
+        for (i, (_, name)) in methods.iter().enumerate() {
+            rates[i].push(round_rates[i]);
+            ratios[i].push(round_rates[i] / copy_rate);
+            print!(", {name} {:.0} rows/s ({:.2}x)", round_rates[i], round_rates[i] / copy_rate);
+        }
+        println!();
+    }
+    println!("median COPY: {:.0} rows/s", median(copy_rates));
+    for (i, (_, name)) in methods.iter().enumerate() {
+        println!(
+            "median EventLogger/{name}: {:.0} rows/s, ratio to COPY {:.2}x",
+            median(rates[i].clone()),
+            median(ratios[i].clone())
+        );
+    }
+    println!(
+        "log_event enqueue latency over {} calls: p50 {} ns, p99 {} ns, p99.9 {} ns, max {} ns",
+        hist.len(),
+        hist.value_at_quantile(0.5),
+        hist.value_at_quantile(0.99),
+        hist.value_at_quantile(0.999),
+        hist.max()
+    );
+    truncate(store).await?;
+    Ok(())
+}
+
+async fn explain(store: &Store, sql: &str) -> Result<String> {
+    let rows = store
+        .connection()
+        .query_all_raw(Statement::from_string(store.backend(), format!("EXPLAIN (ANALYZE, BUFFERS) {sql}")))
+        .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| r.try_get_by_index::<String>(0).ok())
+        .collect::<Vec<_>>()
+        .join("\n"))
+}
+
+async fn reads(store: &Store, args: &LoadgenArgs) -> Result<()> {
+    let mut rng = StdRng::seed_from_u64(args.seed);
+    if !args.no_seed {
+        truncate(store).await?;
+        let projects: Vec<Uuid> = (0..PROJECTS).map(|_| Uuid::now_v7()).collect();
+        let started = Instant::now();
+        let mut left = args.events;
+        while left > 0 {
+            let n = left.min(100_000);
+            store.copy_raw(&generate(&mut rng, n, &projects)).await?;
+            left -= n;
+            eprint!("\rseeded {} rows", args.events - left);
+        }
+        eprintln!(" in {:.0} s", started.elapsed().as_secs_f64());
+        store.connection().execute_unprepared("VACUUM ANALYZE event_logs").await?;
+    }
+    // Проект и пользователь с данными.
+    let row = store
+        .connection()
+        .query_one_raw(Statement::from_string(
+            store.backend(),
+            "SELECT project_id::text AS p, user_id AS u, COUNT(*) OVER () AS n FROM event_logs LIMIT 1",
+        ))
+        .await?
+        .context("no rows: seed first")?;
+    let project: Uuid = row.try_get::<String>("", "p")?.parse()?;
+    let user: String = row.try_get("", "u")?;
+    let total = store.count_events().await?;
+    println!("reads: {total} rows; project {project}, user {user}");
+    let user_scope = ReadScope { project_id: project, user_id: Some(user.clone()) };
+    let admin_scope = ReadScope { project_id: project, user_id: None };
+    let filter = EventFilter { event_types: Some(vec!["TOOL_REQUEST".into()]), ..Default::default() };
+    let week = EventFilter { from: Some(Utc::now() - chrono::Duration::days(7)), ..Default::default() };
+
+    let report = |name: &str, mut samples: Vec<f64>| {
+        samples.sort_by(|a, b| a.total_cmp(b));
+        let p = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
+        println!("{name}: p50 {:.2} ms, p95 {:.2} ms ({} runs)", p(0.5), p(0.95), samples.len());
+    };
+    let mut time = Vec::new();
+    for _ in 0..args.iterations {
+        let t = Instant::now();
+        let page = store.page(&user_scope, &filter, SortOrder::NewestFirst, 50, 0, None).await?;
+        time.push(t.elapsed().as_secs_f64() * 1e3);
+        anyhow::ensure!(!page.items.is_empty());
+    }
+    report("user page, 50 rows, eventTypes filter", time);
+    let mut time = Vec::new();
+    for _ in 0..args.iterations {
+        let t = Instant::now();
+        store.page(&admin_scope, &EventFilter::default(), SortOrder::NewestFirst, 50, 0, None).await?;
+        time.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    report("admin page, 50 rows, no filter", time);
+    for (name, scope) in [("admin", &admin_scope), ("user", &user_scope)] {
+        let mut time = Vec::new();
+        for _ in 0..args.iterations.min(20) {
+            let t = Instant::now();
+            let a = store.analytics(scope, &week, Bucket::Hour).await?;
+            time.push(t.elapsed().as_secs_f64() * 1e3);
+            anyhow::ensure!(a.total_events > 0);
+        }
+        report(&format!("{name} analytics, 7 days, hourly buckets"), time);
+    }
+    let since = (Utc::now() - chrono::Duration::days(7)).to_rfc3339();
+    for (name, sql) in [
+        (
+            "user page",
+            format!(
+                "SELECT * FROM event_logs WHERE project_id = '{project}' AND user_id = '{user}' \
+                 AND event_type IN ('TOOL_REQUEST') ORDER BY created_at DESC, id DESC LIMIT 51"
+            ),
+        ),
+        (
+            "admin page",
+            format!("SELECT * FROM event_logs WHERE project_id = '{project}' ORDER BY created_at DESC, id DESC LIMIT 51"),
+        ),
+        (
+            "analytics by type (admin, 7 days)",
+            format!(
+                "SELECT event_type, COUNT(*) FROM event_logs WHERE project_id = '{project}' \
+                 AND created_at >= '{since}' GROUP BY event_type"
+            ),
+        ),
+        (
+            "analytics by agent (admin, 7 days)",
+            format!(
+                "SELECT agent_id, COUNT(*), COUNT(DISTINCT session_id), MAX(created_at) FROM event_logs \
+                 WHERE project_id = '{project}' AND created_at >= '{since}' AND agent_id IS NOT NULL GROUP BY agent_id"
+            ),
+        ),
+    ] {
+        println!("\n-- EXPLAIN {name}\n{}", explain(store, &sql).await?);
+    }
+    Ok(())
 }

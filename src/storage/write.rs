@@ -308,3 +308,21 @@ impl Store {
             .collect()
     }
 }
+
+impl Store {
+    /// «Сырой» COPY событий прямо в `event_logs` (одной командой COPY, без
+    /// ON CONFLICT и без RETURNING) — базовая линия бенчмарка записи и быстрый
+    /// засев данных для бенчмарка чтения. Только PostgreSQL.
+    pub async fn copy_raw(&self, events: &[NewEvent]) -> Result<u64, StorageError> {
+        let pool = self.db.get_postgres_connection_pool();
+        let mut conn = pool.acquire().await?;
+        let mut copy = conn
+            .copy_in_raw(&format!("COPY event_logs ({INSERT_COLUMNS}) FROM STDIN (FORMAT csv)"))
+            .await?;
+        // Порциями по ~4 МБ, чтобы не держать весь CSV в памяти дважды.
+        for chunk in events.chunks(10_000) {
+            copy.send(csv_rows(chunk).into_bytes()).await?;
+        }
+        Ok(copy.finish().await?)
+    }
+}
