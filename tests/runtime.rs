@@ -11,9 +11,8 @@ use eventlog::model::{Event, EventType};
 use eventlog::query::{EventFilter, ReadScope};
 use eventlog::runtime::tools::{Deploy, FlakyService};
 use eventlog::runtime::{
-    AgentRuntime, ApprovalConfig, ApprovalId, ApprovalManager, DemoConfig, Publisher,
-    RuntimeConfig, SessionContext, ToolExecutor, ToolExecutorConfig, ToolExecutorError,
-    UserWorkerSpace, run_demo,
+    AgentRuntime, ApprovalConfig, ApprovalId, ApprovalManager, DemoConfig, Publisher, RuntimeConfig,
+    SessionContext, ToolExecutor, ToolExecutorConfig, ToolExecutorError, UserWorkerSpace, run_demo,
 };
 use eventlog::storage::{PoolOptions, Store};
 use futures::StreamExt;
@@ -148,7 +147,11 @@ async fn orchestrated_message_with_a_risky_tool_is_stored_in_order_and_streamed_
     );
     assert!(stored.windows(2).all(|w| w[0].seq < w[1].seq));
     assert!(stored.windows(2).all(|w| w[0].created_at <= w[1].created_at));
-    assert!(stored.iter().all(|e| e.user_id == "alice" && e.project_id == ctx.project_id));
+    assert!(
+        stored
+            .iter()
+            .all(|e| e.user_id == "alice" && e.project_id == ctx.project_id)
+    );
     let tool_request = &stored[13];
     assert_eq!(tool_request.tool_name.as_deref(), Some("file_write"));
     assert_eq!(tool_request.payload["risk_level"], "HIGH");
@@ -184,7 +187,12 @@ async fn approval_timers_follow_the_paused_tokio_clock_and_refuse_the_call() {
 
     // Act
     let err = tools
-        .call(&ctx, "ops-agent", "deploy", json!({"service": "payments", "environment": "production"}))
+        .call(
+            &ctx,
+            "ops-agent",
+            "deploy",
+            json!({"service": "payments", "environment": "production"}),
+        )
         .await
         .unwrap_err();
     let waited = start.elapsed();
@@ -194,7 +202,10 @@ async fn approval_timers_follow_the_paused_tokio_clock_and_refuse_the_call() {
 
     // Assert
     assert!(matches!(err, ToolExecutorError::ApprovalTimedOut { .. }));
-    assert!(waited >= Duration::from_secs(45) && waited < Duration::from_secs(46), "{waited:?}");
+    assert!(
+        waited >= Duration::from_secs(45) && waited < Duration::from_secs(46),
+        "{waited:?}"
+    );
     assert_eq!(
         types(&stored),
         [
@@ -256,7 +267,11 @@ async fn concurrent_sessions_keep_their_own_order_and_owners() {
         assert_eq!(t.last(), Some(&"TASK_COMPLETED"));
         assert_eq!(t.iter().filter(|t| **t == "TASK_PLAN_CREATED").count(), 3);
         assert_eq!(t.iter().filter(|t| **t == "AGENT_SWITCHED").count(), 3);
-        assert!(events.iter().all(|e| e.user_id == ctx.user_id && e.project_id == ctx.project_id));
+        assert!(
+            events
+                .iter()
+                .all(|e| e.user_id == ctx.user_id && e.project_id == ctx.project_id)
+        );
         assert!(events.windows(2).all(|w| w[0].seq < w[1].seq));
         all_ids.extend(events.iter().map(|e| e.id));
     }
@@ -290,7 +305,11 @@ async fn a_short_demo_run_produces_every_catalogue_type() {
     stream.shutdown().await;
 
     // Assert: отчёт…
-    assert!(report.missing_event_types().is_empty(), "missing: {:?}; report: {report:?}", report.missing_event_types());
+    assert!(
+        report.missing_event_types().is_empty(),
+        "missing: {:?}; report: {report:?}",
+        report.missing_event_types()
+    );
     assert_eq!(report.committed, report.events_total, "{report:?}");
     assert_eq!(report.dropped, 0);
     assert_eq!(report.users, ["demo-user-1", "demo-user-2"]);
@@ -345,7 +364,9 @@ async fn a_short_demo_run_produces_every_catalogue_type() {
 #[ignore = "takes 30+ seconds"]
 async fn the_default_30_second_demo_produces_every_catalogue_type() {
     let stream = memory_stream().await;
-    let report = run_demo(stream.clone(), DemoConfig::default(), None).await.unwrap();
+    let report = run_demo(stream.clone(), DemoConfig::default(), None)
+        .await
+        .unwrap();
     stream.shutdown().await;
     eprintln!("{report:#?}");
     assert!(report.missing_event_types().is_empty(), "{report:?}");

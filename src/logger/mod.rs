@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use thiserror::Error;
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::{Mutex, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -46,6 +46,10 @@ pub struct LoggerConfig {
     pub retry_cap: Duration,
     /// Таймаут одной попытки вставки; превышение считается временной ошибкой.
     pub insert_timeout: Duration,
+    /// Сколько пакетов может писаться одновременно (PostgreSQL; на SQLite всегда 1).
+    /// Пока один пакет ждёт фиксации, следующий уже вставляется; публикация всё равно
+    /// идёт строго по порядку seq.
+    pub max_in_flight: usize,
 }
 
 impl Default for LoggerConfig {
@@ -58,6 +62,7 @@ impl Default for LoggerConfig {
             retry_base: Duration::from_millis(100),
             retry_cap: Duration::from_secs(10),
             insert_timeout: Duration::from_secs(30),
+            max_in_flight: 2,
         }
     }
 }
@@ -82,6 +87,17 @@ pub enum BatchError {
     /// Логгер остановлен.
     #[error("event logger is shut down")]
     Closed(Vec<NewEvent>),
+}
+
+/// Водяной знак публикации. Пока писатель не прочитал базу, оба поля −1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Watermark {
+    /// Наибольший seq в базе, когда писатель начал работу: всё, что он опубликует,
+    /// будет выше.
+    pub initial: i64,
+    /// Наибольший опубликованный seq: всё не выше него зафиксировано и отдано
+    /// крюку фиксации.
+    pub current: i64,
 }
 
 /// Что осталось после остановки.
@@ -125,6 +141,8 @@ struct Inner {
     closed: AtomicBool,
     cancel: CancellationToken,
     state: Arc<WriterState>,
+    /// Водяной знак опубликованного seq.
+    published: watch::Receiver<Watermark>,
     worker: Mutex<Option<JoinHandle<ShutdownReport>>>,
 }
 
@@ -144,7 +162,9 @@ impl EventLogger {
         let (tx, rx) = mpsc::channel(capacity);
         let cancel = CancellationToken::new();
         let state = Arc::new(WriterState::default());
-        let worker = worker::Worker::new(store, config, rx, on_commit, cancel.clone(), state.clone());
+        let (published_tx, published) = watch::channel(Watermark { initial: -1, current: -1 });
+        let worker =
+            worker::Worker::new(store, config, rx, on_commit, cancel.clone(), state.clone(), published_tx);
         let handle = tokio::spawn(worker.run());
         Self {
             inner: Arc::new(Inner {
@@ -153,6 +173,7 @@ impl EventLogger {
                 closed: AtomicBool::new(false),
                 cancel,
                 state,
+                published,
                 worker: Mutex::new(Some(handle)),
             }),
         }
@@ -200,6 +221,12 @@ impl EventLogger {
             });
         }
         Ok(waiter)
+    }
+
+    /// Водяной знак: всё с seq не выше `current` зафиксировано и уже отдано крюку
+    /// фиксации; `initial` — наибольший seq базы при старте писателя.
+    pub fn published_seq(&self) -> watch::Receiver<Watermark> {
+        self.inner.published.clone()
     }
 
     /// Сколько событий сейчас в очереди.

@@ -1,42 +1,109 @@
-//! Фоновый писатель: собирает пакеты, пишет, повторяет, изолирует, дописывает.
+//! Фоновый писатель: собирает пакеты, пишет их (на PostgreSQL — до
+//! `max_in_flight` пакетов одновременно), повторяет временные ошибки, изолирует
+//! отвергнутые строки, публикует зафиксированное строго по порядку seq и при
+//! остановке дописывает очередь в пределах срока.
+//!
+//! Порядок при нескольких пакетах в полёте: каждый пакет до вставки получает
+//! номера seq из последовательности базы (`Store::reserve_seqs`), и получает их
+//! строго в порядке очереди (цепочка oneshot); поэтому номера пакета k меньше
+//! номеров пакета k+1. Результаты забираются из `FuturesOrdered` в том же порядке,
+//! и публикация идёт по возрастанию seq. Водяной знак опубликованного
+//! (`published`) говорит подпискам, до какого seq всё уже зафиксировано.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::Utc;
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
 use rand::Rng;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::ack::Done;
-use super::{CommitHook, LoggerConfig, Queued, ShutdownReport, WriterState};
+use super::ack::{AckGroup, Done};
+use super::{CommitHook, LoggerConfig, Queued, ShutdownReport, Watermark, WriterState};
 use crate::metrics as m;
 use crate::model::NewEvent;
 use crate::storage::{InsertedRow, StorageError, Store};
 
-/// Срок истёк во время остановки: пакет не записан.
+/// Срок остановки истёк: дальше писать нельзя.
 struct DeadlineHit;
 
-pub(super) struct Worker {
+/// Срок дописывания: задаётся один раз, когда кто-то первым увидел отмену.
+struct Deadline {
+    at: Mutex<Option<Instant>>,
+    timeout: Duration,
+}
+
+impl Deadline {
+    fn start(&self) -> Instant {
+        *self
+            .at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert_with(|| Instant::now() + self.timeout)
+    }
+
+    fn get(&self) -> Option<Instant> {
+        *self.at.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Пакет, отданный на запись.
+struct Job {
+    events: Vec<NewEvent>,
+    acks: Vec<Option<Arc<AckGroup>>>,
+    /// Создан после начала остановки (для отчёта `drained`).
+    after_cancel: bool,
+    /// Опубликованный seq на момент создания (при одном пакете в полёте — граница
+    /// для восстановления после неоднозначной ошибки, когда номера не выдавались заранее).
+    floor: i64,
+}
+
+/// Итог записи пакета.
+struct Outcome {
+    job: Job,
+    inserted: Vec<InsertedRow>,
+    done: Vec<Done>,
+    /// Индексы событий, которые не успели записать до срока.
+    unwritten: Vec<usize>,
+}
+
+/// Всё, что нужно одной записи пакета; клонируется в каждую future.
+#[derive(Clone)]
+struct Writer {
     store: Store,
     config: LoggerConfig,
+    cancel: CancellationToken,
+    deadline: Arc<Deadline>,
+    state: Arc<WriterState>,
+    reserve: bool,
+}
+
+pub(super) struct Worker {
+    writer: Writer,
     /// Получатель очереди; отправитель — в `EventLogger`. `close()` при остановке
     /// запрещает новые события, оставляя уже поставленные для дописывания.
     rx: mpsc::Receiver<Queued>,
     on_commit: Option<CommitHook>,
-    cancel: CancellationToken,
-    state: Arc<WriterState>,
-    /// Срок дописывания; задаётся в момент, когда писатель увидел отмену.
-    deadline: Option<Instant>,
-    /// Наибольший опубликованный seq: всё, что выше и уже есть в базе после
-    /// неоднозначной ошибки фиксации, — наше и ещё не опубликовано.
+    /// Водяной знак опубликованного seq; получатели — подписки `StreamManager`.
+    published: watch::Sender<Watermark>,
+    /// Собираемый пакет живёт здесь, а не в future сбора, чтобы сбор можно было
+    /// прервать без потери уже вынутых из очереди событий.
+    pending: Vec<Queued>,
+    flush_at: Option<Instant>,
+    closing: bool,
+    /// Больше не отдаём пакеты на запись (срок истёк или очередь кончилась).
+    stopped: bool,
     last_published: i64,
-    /// Сколько событий записано после начала остановки.
     drained: usize,
+    lost: usize,
+    /// Сигнал «предыдущий пакет получил номера»: следующий ждёт его.
+    reserve_chain: Option<oneshot::Receiver<()>>,
 }
 
 impl Worker {
@@ -47,185 +114,331 @@ impl Worker {
         on_commit: Option<CommitHook>,
         cancel: CancellationToken,
         state: Arc<WriterState>,
+        published: watch::Sender<Watermark>,
     ) -> Self {
+        let reserve = store.is_postgres();
+        let deadline = Arc::new(Deadline {
+            at: Mutex::new(None),
+            timeout: config.shutdown_timeout,
+        });
         Self {
-            store,
-            config,
+            writer: Writer {
+                store,
+                config,
+                cancel,
+                deadline,
+                state,
+                reserve,
+            },
             rx,
             on_commit,
-            cancel,
-            state,
-            deadline: None,
+            published,
+            pending: Vec::new(),
+            flush_at: None,
+            closing: false,
+            stopped: false,
             last_published: 0,
             drained: 0,
+            lost: 0,
+            reserve_chain: None,
         }
     }
 
     pub(super) async fn run(mut self) -> ShutdownReport {
-        // seq растёт монотонно; начинаем с текущего максимума базы.
-        self.last_published = self.store.max_seq().await.unwrap_or(0);
-        let batch_size = self.config.batch_size.max(1);
+        self.last_published = self.initial_seq().await;
+        let initial = self.last_published;
+        self.published.send_replace(Watermark { initial, current: initial });
+        // SQLite пишет одним соединением: параллельные пакеты там ничего не дают.
+        let max_in_flight = if self.writer.reserve {
+            self.writer.config.max_in_flight.max(1)
+        } else {
+            1
+        };
+        let mut in_flight = FuturesOrdered::new();
         loop {
-            metrics::gauge!(m::QUEUE_DEPTH).set(self.rx.len() as f64);
-            let first = tokio::select! {
+            metrics::gauge!(m::QUEUE_DEPTH).set((self.rx.len() + self.pending.len()) as f64);
+            let can_submit = !self.stopped && in_flight.len() < max_in_flight;
+            tokio::select! {
                 biased;
-                // Отмена: переходим к дописыванию.
-                _ = self.cancel.cancelled() => break,
-                // Первое событие пакета запускает таймер добора.
-                q = self.rx.recv() => match q { Some(q) => q, None => break },
-            };
-            let mut batch = Vec::with_capacity(batch_size);
-            batch.push(first);
-            let flush_at = Instant::now() + self.config.flush_interval;
-            while batch.len() < batch_size {
-                let want = batch_size - batch.len();
-                tokio::select! {
-                    // Таймер первого события истёк — пишем, что есть.
-                    _ = sleep_until(flush_at) => break,
-                    // Остановка: не ждём таймер, пишем сразу, дальше — дописывание.
-                    _ = self.cancel.cancelled() => break,
-                    // Добираем сколько есть, но не больше размера пакета.
-                    n = self.rx.recv_many(&mut batch, want) => if n == 0 { break },
+                // Готовые пакеты — по порядку отдачи, то есть по порядку seq.
+                Some(out) = in_flight.next(), if !in_flight.is_empty() => self.finish(out),
+                // Следующий пакет собран (или очередь закрыта и пуста).
+                ready = self.fill(), if can_submit => {
+                    if ready {
+                        let job = self.take_job();
+                        let (tx, rx) = oneshot::channel();
+                        let prev = self.reserve_chain.replace(rx);
+                        in_flight.push_back(self.writer.clone().write(job, prev, tx));
+                    } else {
+                        self.stopped = true;
+                    }
                 }
-            }
-            let n = batch.len();
-            let cancelled = self.cancel.is_cancelled();
-            if let Err((DeadlineHit, rest)) = self.flush(batch).await {
-                return self.give_up(rest);
-            }
-            if cancelled {
-                self.drained += n;
+                // Нечего ждать: всё записано и новых пакетов не будет.
+                else => break,
             }
         }
-        self.drain().await
+        self.report()
     }
 
-    /// Остановка: закрываем очередь и пишем всё, что в ней, пока не истёк срок.
-    async fn drain(mut self) -> ShutdownReport {
-        self.rx.close();
-        self.start_deadline();
-        let batch_size = self.config.batch_size.max(1);
+    /// Наибольший seq в базе при старте (с повторами, пока база недоступна).
+    async fn initial_seq(&self) -> i64 {
         loop {
-            let mut batch = Vec::with_capacity(batch_size);
-            while batch.len() < batch_size {
-                match self.rx.try_recv() {
-                    Ok(q) => batch.push(q),
-                    Err(_) => break,
+            match self.writer.store.max_seq().await {
+                Ok(v) => return v,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Cannot read the current seq; retrying.");
+                    tokio::select! {
+                        _ = sleep(Duration::from_millis(500)) => {}
+                        _ = self.writer.cancel.cancelled() => return 0,
+                    }
                 }
             }
-            if batch.is_empty() {
-                metrics::gauge!(m::QUEUE_DEPTH).set(0.0);
-                return ShutdownReport {
-                    drained: self.drained,
-                    lost: 0,
-                };
+        }
+    }
+
+    fn begin_close(&mut self) {
+        if !self.closing {
+            self.closing = true;
+            self.rx.close();
+            self.writer.deadline.start();
+        }
+    }
+
+    /// Набирает `pending`. `true` — пакет готов (полон, истёк таймер первого
+    /// события или идёт остановка); `false` — очередь закрыта и пуста.
+    async fn fill(&mut self) -> bool {
+        let size = self.writer.config.batch_size.max(1);
+        loop {
+            if self.pending.len() >= size {
+                return true;
             }
-            let n = batch.len();
-            match self.flush(batch).await {
-                Ok(()) => self.drained += n,
-                Err((DeadlineHit, rest)) => return self.give_up(rest),
+            if self.closing {
+                // Остановка: берём то, что уже в очереди, без ожидания таймера.
+                if self.pending.is_empty() {
+                    return self.rx.recv_many(&mut self.pending, size).await > 0;
+                }
+                while self.pending.len() < size {
+                    match self.rx.try_recv() {
+                        Ok(q) => self.pending.push(q),
+                        Err(_) => break,
+                    }
+                }
+                return true;
+            }
+            if self.pending.is_empty() {
+                tokio::select! {
+                    biased;
+                    // Отмена: переходим к дописыванию.
+                    _ = self.writer.cancel.cancelled() => self.begin_close(),
+                    // Первое событие пакета запускает таймер добора.
+                    n = self.rx.recv_many(&mut self.pending, size) => {
+                        if n == 0 {
+                            return false;
+                        }
+                        self.flush_at = Some(Instant::now() + self.writer.config.flush_interval);
+                    }
+                }
+            } else {
+                let want = size - self.pending.len();
+                let flush_at = self.flush_at.unwrap_or_else(Instant::now);
+                tokio::select! {
+                    biased;
+                    // Остановка: не ждём таймер.
+                    _ = self.writer.cancel.cancelled() => self.begin_close(),
+                    // Таймер первого события истёк — пишем, что есть.
+                    _ = sleep_until(flush_at) => return true,
+                    // Добираем сколько есть, но не больше размера пакета.
+                    n = self.rx.recv_many(&mut self.pending, want) => if n == 0 { return true },
+                }
             }
         }
     }
 
-    /// Срок истёк: считаем, что осталось, и сообщаем на уровне ERROR (потеря данных).
-    fn give_up(mut self, rest: Vec<Queued>) -> ShutdownReport {
-        let drained = self.drained;
+    fn take_job(&mut self) -> Job {
+        let (events, acks) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .map(|q| (q.event, q.ack))
+            .unzip();
+        self.flush_at = None;
+        Job {
+            events,
+            acks,
+            after_cancel: self.closing,
+            floor: self.last_published,
+        }
+    }
+
+    /// Публикует вставленное, будит ожидающих и считает итоги пакета.
+    fn finish(&mut self, mut out: Outcome) {
+        let events = &out.job.events;
+        if !out.inserted.is_empty() {
+            out.inserted.sort_unstable_by_key(|r| r.seq);
+            // Повтор id внутри пакета: база вставила первое вхождение.
+            let mut index: HashMap<Uuid, usize> = HashMap::with_capacity(events.len());
+            for (i, e) in events.iter().enumerate() {
+                index.entry(e.id).or_insert(i);
+            }
+            let mut committed = Vec::with_capacity(out.inserted.len());
+            for row in &out.inserted {
+                if let Some(&i) = index.get(&row.id) {
+                    out.done[i] = Done::Inserted;
+                    committed.push(Arc::new(events[i].clone().into_event(row.seq)));
+                }
+            }
+            metrics::counter!(m::EVENTS_WRITTEN).increment(committed.len() as u64);
+            if let Some(hook) = &self.on_commit {
+                hook(&committed);
+            }
+            if let Some(last) = committed.last() {
+                self.last_published = self.last_published.max(last.seq);
+            }
+        }
+        // Водяной знак: всё с seq не выше него зафиксировано и опубликовано.
+        let current = self.last_published;
+        self.published.send_modify(|w| w.current = current);
+        let unwritten: HashSet<usize> = out.unwritten.iter().copied().collect();
+        let mut written = 0;
+        for (i, (ack, d)) in std::mem::take(&mut out.job.acks).into_iter().zip(out.done).enumerate() {
+            if unwritten.contains(&i) {
+                // Не записано до срока: группа ожидания не завершится, и ждущий
+                // получит CommitError::Lost, когда последняя ссылка пропадёт.
+                continue;
+            }
+            written += 1;
+            if let Some(a) = ack {
+                a.complete(d);
+            }
+        }
+        if out.job.after_cancel {
+            self.drained += written;
+        }
+        if !unwritten.is_empty() {
+            self.lost += unwritten.len();
+            self.stopped = true;
+        }
+    }
+
+    /// Итог остановки; всё, что не записано, — на уровне ERROR (потеря данных).
+    fn report(mut self) -> ShutdownReport {
         self.rx.close();
-        let mut lost = rest.len();
+        self.lost += self.pending.len();
         while self.rx.try_recv().is_ok() {
-            lost += 1;
+            self.lost += 1;
         }
-        metrics::counter!(m::EVENTS_DROPPED).increment(lost as u64);
-        tracing::error!(
-            lost,
-            drained,
-            "Shutdown deadline passed; queued events were not written."
-        );
-        ShutdownReport { drained, lost }
-    }
-
-    fn start_deadline(&mut self) {
-        if self.deadline.is_none() {
-            self.deadline = Some(Instant::now() + self.config.shutdown_timeout);
+        metrics::gauge!(m::QUEUE_DEPTH).set(0.0);
+        if self.lost > 0 {
+            metrics::counter!(m::EVENTS_DROPPED).increment(self.lost as u64);
+            tracing::error!(
+                lost = self.lost,
+                drained = self.drained,
+                "Shutdown deadline passed; queued events were not written."
+            );
+        }
+        ShutdownReport {
+            drained: self.drained,
+            lost: self.lost,
         }
     }
+}
 
-    /// Пишет пакет: повторяет временные ошибки, делит пакет пополам при постоянной
-    /// ошибке, пока отвергнутая строка не останется одна, и переносит её в таблицу
-    /// отказов. После фиксации публикует вставленное и отмечает группы ожидания.
-    async fn flush(&mut self, batch: Vec<Queued>) -> Result<(), (DeadlineHit, Vec<Queued>)> {
-        let (events, acks): (Vec<NewEvent>, Vec<_>) = batch.into_iter().map(|q| (q.event, q.ack)).unzip();
-        let mut done = vec![Done::Duplicate; events.len()];
-        let mut inserted: Vec<InsertedRow> = Vec::with_capacity(events.len());
+impl Writer {
+    /// Записывает пакет: номера seq (PostgreSQL), затем вставка с повторами
+    /// временных ошибок; при отказе базы принять строку пакет делится пополам,
+    /// пока отвергнутая строка не останется одна, и она уходит в таблицу отказов.
+    async fn write(
+        self,
+        job: Job,
+        prev: Option<oneshot::Receiver<()>>,
+        reserved_tx: oneshot::Sender<()>,
+    ) -> Outcome {
+        let n = job.events.len();
+        let mut out = Outcome {
+            inserted: Vec::with_capacity(n),
+            done: vec![Done::Duplicate; n],
+            unwritten: Vec::new(),
+            job,
+        };
+        let seqs = if self.reserve {
+            // Номера берутся строго по очереди пакетов.
+            if let Some(prev) = prev {
+                let _ = prev.await;
+            }
+            match self.reserve(n).await {
+                Ok(s) => Some(s),
+                Err(DeadlineHit) => {
+                    out.unwritten = (0..n).collect();
+                    return out;
+                }
+            }
+        } else {
+            None
+        };
+        let _ = reserved_tx.send(());
+        let events = &out.job.events;
         // Стек диапазонов вместо рекурсии: правую половину кладём первой, чтобы
-        // левая писалась раньше и seq шёл в порядке очереди.
+        // левая писалась раньше.
         let mut stack: Vec<std::ops::Range<usize>> = Vec::with_capacity(8);
-        stack.push(0..events.len());
+        stack.push(0..n);
         while let Some(range) = stack.pop() {
             let slice = &events[range.clone()];
-            match self.insert_retrying(slice).await {
-                Ok(Ok(rows)) => inserted.extend(rows),
-                Ok(Err(err)) if slice.len() == 1 => {
-                    if self.reject(&slice[0], &err).await.is_err() {
-                        return Err((DeadlineHit, requeue(events, acks)));
-                    }
-                    done[range.start] = Done::Rejected;
-                }
+            let slice_seqs = seqs.as_deref().map(|s| &s[range.clone()]);
+            match self.insert_retrying(slice, slice_seqs, out.job.floor).await {
+                Ok(Ok(rows)) => out.inserted.extend(rows),
+                Ok(Err(err)) if slice.len() == 1 => match self.reject(&slice[0], &err).await {
+                    Ok(()) => out.done[range.start] = Done::Rejected,
+                    Err(DeadlineHit) => out.unwritten.push(range.start),
+                },
                 Ok(Err(_)) => {
                     let mid = range.start + slice.len() / 2;
                     stack.push(mid..range.end);
                     stack.push(range.start..mid);
                 }
-                Err(DeadlineHit) => return Err((DeadlineHit, requeue(events, acks))),
+                Err(DeadlineHit) => {
+                    // Уже записанные части пакета публикуются; остальное — потеря.
+                    out.unwritten.extend(range);
+                    for r in stack.drain(..) {
+                        out.unwritten.extend(r);
+                    }
+                }
             }
         }
-        self.publish(&events, &mut inserted, &mut done);
-        for (ack, d) in acks.into_iter().zip(done) {
-            if let Some(a) = ack {
-                a.complete(d);
-            }
-        }
-        Ok(())
+        out
     }
 
-    /// Строит сохранённые события из вставленных строк и отдаёт их крюку фиксации.
-    fn publish(&mut self, events: &[NewEvent], inserted: &mut [InsertedRow], done: &mut [Done]) {
-        if inserted.is_empty() {
-            return;
-        }
-        inserted.sort_unstable_by_key(|r| r.seq);
-        // Повтор id внутри пакета: база вставила первое вхождение.
-        let mut index: HashMap<Uuid, usize> = HashMap::with_capacity(events.len());
-        for (i, e) in events.iter().enumerate() {
-            index.entry(e.id).or_insert(i);
-        }
-        let mut committed = Vec::with_capacity(inserted.len());
-        for row in inserted.iter() {
-            if let Some(&i) = index.get(&row.id) {
-                done[i] = Done::Inserted;
-                committed.push(Arc::new(events[i].clone().into_event(row.seq)));
+    /// Номера seq для пакета, с повторами.
+    async fn reserve(&self, n: usize) -> Result<Vec<i64>, DeadlineHit> {
+        let mut attempt = 0;
+        loop {
+            match self.store.reserve_seqs(n).await {
+                Ok(s) => return Ok(s),
+                Err(e) => {
+                    metrics::counter!(m::INSERT_ERRORS).increment(1);
+                    let delay = backoff(self.config.retry_base, self.config.retry_cap, attempt);
+                    tracing::warn!(error = %e, attempt, "Cannot reserve seq numbers; retrying.");
+                    attempt = attempt.saturating_add(1);
+                    self.wait(delay).await?;
+                }
             }
-        }
-        metrics::counter!(m::EVENTS_WRITTEN).increment(committed.len() as u64);
-        if let Some(last) = committed.last() {
-            self.last_published = self.last_published.max(last.seq);
-        }
-        if let Some(hook) = &self.on_commit {
-            hook(&committed);
         }
     }
 
     /// Одна вставка с повторами временных ошибок. Внешний `Err` — срок остановки
-    /// истёк; внутренний — база отвергла данные (постоянная ошибка).
+    /// истёк; внутренний — база отвергла данные строки.
     async fn insert_retrying(
-        &mut self,
+        &self,
         events: &[NewEvent],
+        seqs: Option<&[i64]>,
+        floor: i64,
     ) -> Result<Result<Vec<InsertedRow>, StorageError>, DeadlineHit> {
         let mut attempt: u32 = 0;
         loop {
+            // Во время остановки одна попытка не может пережить срок.
+            let mut limit = self.config.insert_timeout;
+            if let Some(d) = self.writer_deadline() {
+                limit = limit.min(d.saturating_duration_since(Instant::now()));
+            }
             let started = std::time::Instant::now();
-            let result = match timeout(self.config.insert_timeout, self.store.insert_batch(events)).await {
+            let result = match timeout(limit, self.store.insert_batch(events, seqs)).await {
                 Ok(r) => r,
                 Err(_) => Err(StorageError::Sqlx(sqlx::Error::PoolTimedOut)),
             };
@@ -236,15 +449,17 @@ impl Worker {
                     if attempt > 0 {
                         // Прошлая попытка могла зафиксироваться, а ответ потеряться:
                         // такие строки уже в базе, RETURNING их не вернул.
-                        rows.extend(self.recover_ambiguous(events, &rows).await);
+                        let recovered = self.recover_ambiguous(events, seqs, floor, &rows).await?;
+                        rows.extend(recovered);
                     }
                     return Ok(Ok(rows));
                 }
+                Err(e) if e.is_row_rejection() => {
+                    metrics::counter!(m::INSERT_ERRORS).increment(1);
+                    return Ok(Err(e));
+                }
                 Err(e) => {
                     metrics::counter!(m::INSERT_ERRORS).increment(1);
-                    if !e.is_transient() {
-                        return Ok(Err(e));
-                    }
                     if attempt == 0 {
                         self.state
                             .retrying_since_ms
@@ -260,16 +475,20 @@ impl Worker {
         }
     }
 
+    fn writer_deadline(&self) -> Option<Instant> {
+        self.deadline.get()
+    }
+
     /// Ждёт `delay`, но не дольше срока остановки.
-    async fn wait(&mut self, delay: Duration) -> Result<(), DeadlineHit> {
-        if self.deadline.is_none() {
+    async fn wait(&self, delay: Duration) -> Result<(), DeadlineHit> {
+        if self.deadline.get().is_none() {
             tokio::select! {
                 _ = sleep(delay) => return Ok(()),
                 // Отмена во время ожидания: с этого момента идёт срок дописывания.
-                _ = self.cancel.cancelled() => self.start_deadline(),
+                _ = self.cancel.cancelled() => { self.deadline.start(); }
             }
         }
-        let deadline = self.deadline.expect("срок задан выше");
+        let deadline = self.deadline.start();
         if Instant::now() + delay >= deadline {
             sleep_until(deadline).await;
             return Err(DeadlineHit);
@@ -278,29 +497,40 @@ impl Worker {
         Ok(())
     }
 
-    /// Находит строки пакета, которые уже в базе с seq выше опубликованного:
-    /// их зафиксировала прошлая, «неудачная» попытка.
-    async fn recover_ambiguous(&self, events: &[NewEvent], got: &[InsertedRow]) -> Vec<InsertedRow> {
-        let seen: std::collections::HashSet<Uuid> = got.iter().map(|r| r.id).collect();
-        let missing: Vec<Uuid> = events
-            .iter()
-            .map(|e| e.id)
-            .filter(|id| !seen.contains(id))
-            .collect();
+    /// Находит строки пакета, которые уже в базе и принадлежат этой записи: с
+    /// номером из выданных пакету (или, без выдачи, выше опубликованного до пакета).
+    async fn recover_ambiguous(
+        &self,
+        events: &[NewEvent],
+        seqs: Option<&[i64]>,
+        floor: i64,
+        got: &[InsertedRow],
+    ) -> Result<Vec<InsertedRow>, DeadlineHit> {
+        let seen: HashSet<Uuid> = got.iter().map(|r| r.id).collect();
+        let missing: Vec<Uuid> = events.iter().map(|e| e.id).filter(|id| !seen.contains(id)).collect();
         if missing.is_empty() {
-            return Vec::new();
+            return Ok(Vec::new());
         }
-        match self.store.seqs_of(&missing).await {
-            Ok(rows) => rows.into_iter().filter(|r| r.seq > self.last_published).collect(),
-            Err(e) => {
-                tracing::warn!(error = %e, "Could not check for rows committed by a failed attempt.");
-                Vec::new()
+        let mine = |seq: i64| match seqs {
+            Some(s) => s.binary_search(&seq).is_ok(),
+            None => seq > floor,
+        };
+        let mut attempt = 0;
+        loop {
+            match self.store.seqs_of(&missing).await {
+                Ok(rows) => return Ok(rows.into_iter().filter(|r| mine(r.seq)).collect()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "Cannot check for rows committed by a failed attempt; retrying.");
+                    let delay = backoff(self.config.retry_base, self.config.retry_cap, attempt);
+                    attempt += 1;
+                    self.wait(delay).await?;
+                }
             }
         }
     }
 
     /// Переносит событие в таблицу отказов (с повторами временных ошибок).
-    async fn reject(&mut self, event: &NewEvent, err: &StorageError) -> Result<(), DeadlineHit> {
+    async fn reject(&self, event: &NewEvent, err: &StorageError) -> Result<(), DeadlineHit> {
         let text = err.to_string();
         let mut attempt = 0;
         loop {
@@ -310,7 +540,7 @@ impl Worker {
                     tracing::warn!(event_id = %event.id, error = %text, "Event rejected by the database; moved to event_logs_rejected.");
                     return Ok(());
                 }
-                Err(e) if e.is_transient() => {
+                Err(e) if !e.is_row_rejection() => {
                     let delay = backoff(self.config.retry_base, self.config.retry_cap, attempt);
                     attempt += 1;
                     self.wait(delay).await?;
@@ -323,15 +553,6 @@ impl Worker {
             }
         }
     }
-}
-
-/// Возвращает события пакета в очередь-остаток (для подсчёта потерь).
-fn requeue(events: Vec<NewEvent>, acks: Vec<Option<Arc<super::AckGroup>>>) -> Vec<Queued> {
-    events
-        .into_iter()
-        .zip(acks)
-        .map(|(event, ack)| Queued { event, ack })
-        .collect()
 }
 
 /// Экспоненциальная задержка с полным джиттером: случайно в [0, min(cap, base·2^n)].

@@ -297,10 +297,11 @@ pub struct ApprovalInfo {
 /// let pending = approvals
 ///     .request(&ctx, ApprovalRequest::new("file_write", RiskLevel::High, "writes a file"))
 ///     .await?;
-/// approvals.resolve(pending.id, true, "bob", Some("looks fine".into())).await?;
+/// let id = pending.id;
+/// approvals.resolve(id, true, "bob", Some("looks fine".into())).await?;
 /// assert!(pending.decision().await?.is_approved());
 /// // Повторное решение — понятная ошибка.
-/// assert!(approvals.resolve(pending.id, false, "bob", None).await.is_err());
+/// assert!(approvals.resolve(id, false, "bob", None).await.is_err());
 /// stream.shutdown().await;
 /// # Ok(())
 /// # }
@@ -654,7 +655,7 @@ impl ManagerTask {
                 "tool_call_id": p.info.tool_call_id,
             }));
         self.publisher.publish(event);
-        tracing::info!(%id, waited_ms, tool_name = %p.info.tool_name, "Approval timed out.");
+        tracing::debug!(%id, waited_ms, tool_name = %p.info.tool_name, "Approval timed out.");
         self.remember(id, ApprovalStatus::Timeout);
         let _ = p.decision.send(Decision::TimedOut);
     }

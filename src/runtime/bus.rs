@@ -456,7 +456,7 @@ impl Worker {
             )),
         };
         if let Err((err, error_type)) = &result {
-            tracing::warn!(task_id = %job.task_id, worker_id = %self.worker_id, code = err.code(), error = %err, "Agent bus task failed.");
+            tracing::debug!(task_id = %job.task_id, worker_id = %self.worker_id, code = err.code(), error = %err, "Agent bus task failed.");
             let trace = stack_trace(&[
                 format!("{error_type}: {err}"),
                 format!("  in task `{}` ({})", job.name, job.task_id),

@@ -613,7 +613,7 @@ impl OrchestratorRouter {
                         status,
                         json!({ "failure_code": err.code(), "failure": err.to_string() }),
                     ));
-                    tracing::info!(%plan_id, step = i, code = err.code(), "Plan stopped at a failed step.");
+                    tracing::debug!(%plan_id, step = i, code = err.code(), "Plan stopped at a failed step.");
                     return Err(err);
                 }
             }

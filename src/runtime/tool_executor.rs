@@ -559,7 +559,7 @@ impl ToolExecutor {
                 }),
             };
             if let Some(err) = refusal {
-                tracing::info!(tool_name, %tool_call_id, code = err.code(), "Tool call refused.");
+                tracing::debug!(tool_name, %tool_call_id, code = err.code(), "Tool call refused.");
                 self.emit_result_error(&scope, &err, Duration::ZERO, approval_wait_ms);
                 return Err(err);
             }
@@ -636,7 +636,7 @@ impl ToolExecutor {
                 })
             }
             Err((err, error_type)) => {
-                tracing::warn!(tool_name, %tool_call_id, code = err.code(), error = %err, "Tool call failed.");
+                tracing::debug!(tool_name, %tool_call_id, code = err.code(), error = %err, "Tool call failed.");
                 let frames = [
                     format!("{error_type}: {err}"),
                     format!(

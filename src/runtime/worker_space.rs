@@ -114,7 +114,7 @@ impl UserWorkerSpace {
         &self.inner.ctx
     }
 
-    /// Текущий агент сессии.
+    /// Текущий агент сессии (ждёт, пока обрабатывается текущее сообщение).
     pub async fn current_agent(&self) -> Option<String> {
         self.inner.current.lock().await.clone()
     }
@@ -198,7 +198,10 @@ mod tests {
             .call_agent("research-agent", "Summarize agent observability docs")
             .await
             .unwrap();
-        space.call_agent("research-agent", "Compare tracing docs").await.unwrap();
+        space
+            .call_agent("research-agent", "Compare tracing docs")
+            .await
+            .unwrap();
         rt.shutdown().await;
         let events = drain_session(&stream, &ctx).await;
 

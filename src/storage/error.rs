@@ -22,45 +22,37 @@ pub enum StorageError {
 }
 
 impl StorageError {
-    /// Временная ли ошибка: обрыв соединения, таймаут, исчерпан пул, база
-    /// перегружена или перезапускается, конфликт сериализации, занятая SQLite.
-    /// Такие ошибки повторяются с задержкой; остальные считаются отказом базы
-    /// принять данные.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            StorageError::Sqlx(e) => sqlx_transient(e),
-            StorageError::Db(e) => match e {
-                DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => true,
-                DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
-                    sqlx_transient(e)
+    /// Отвергла ли база сами данные строки (постоянная ошибка): нарушение
+    /// ограничения или неверное значение — PostgreSQL классы 22 и 23, SQLite
+    /// CONSTRAINT (19), TOOBIG (18), MISMATCH (20). Только такие ошибки делят пакет
+    /// пополам и отправляют строку в таблицу отказов.
+    ///
+    /// Всё остальное — обрыв, таймаут, исчерпанный пул, реплика только для
+    /// чтения после переключения, нет места, нет прав, нет таблицы — не вина
+    /// строки: такой пакет повторяется с задержкой, пока база не поправится,
+    /// и ничего не теряется.
+    pub fn is_row_rejection(&self) -> bool {
+        let db = match self {
+            StorageError::Sqlx(sqlx::Error::Database(db)) => db,
+            StorageError::Db(DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e))) => {
+                match e.as_ref() {
+                    sqlx::Error::Database(db) => db,
+                    _ => return false,
                 }
-                _ => false,
-            },
-            StorageError::Decode(_) | StorageError::UnsupportedUrl(_) => false,
+            }
+            _ => return false,
+        };
+        let code = db.code().unwrap_or_default();
+        if db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>().is_some() {
+            // SQLSTATE PostgreSQL: постоянны только классы 22 и 23.
+            return code.starts_with("22") || code.starts_with("23");
         }
+        // SQLite: первичный код — младший байт расширенного.
+        code.parse::<i32>().is_ok_and(|c| matches!(c & 0xff, 18..=20))
     }
-}
 
-fn sqlx_transient(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(db) => {
-            let code = db.code().unwrap_or_default();
-            // PostgreSQL: класс 08 — соединение, 53 — ресурсы, 57P0x — остановка
-            // сервера, 57014 — отмена по таймауту, 40001/40P01 — сериализация и
-            // взаимоблокировка, 55P03 — блокировка недоступна.
-            // SQLite: 5 (BUSY), 6 (LOCKED) и их расширенные коды (младший байт).
-            code.starts_with("08")
-                || code.starts_with("53")
-                || code.starts_with("57P0")
-                || matches!(&*code, "57014" | "40001" | "40P01" | "55P03")
-                || code.parse::<i32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6))
-        }
-        _ => false,
+    /// Временная ли ошибка (всё, что не отказ базы принять строку).
+    pub fn is_transient(&self) -> bool {
+        !self.is_row_rejection()
     }
 }

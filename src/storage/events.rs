@@ -109,12 +109,14 @@ impl Store {
         row.map(|r| decode_event(&r, self.backend())).transpose()
     }
 
-    /// События с `seq > after_seq` по возрастанию `seq` — повтор для подписок.
+    /// События с `after_seq < seq <= up_to` по возрастанию `seq` — повтор для
+    /// подписок (`up_to` — водяной знак опубликованного писателем).
     pub async fn events_after_seq(
         &self,
         scope: &ReadScope,
         filter: &EventFilter,
         after_seq: i64,
+        up_to: i64,
         limit: usize,
     ) -> Result<Vec<Event>, StorageError> {
         let mut sql = Sql::new(self.backend());
@@ -125,6 +127,8 @@ impl Store {
             .push_filter(filter)
             .push(" AND seq > ")
             .bind(after_seq)
+            .push(" AND seq <= ")
+            .bind(up_to)
             .push(&format!(" ORDER BY seq LIMIT {limit}"));
         let rows = self.db.query_all_raw(sql.build()).await?;
         let b = self.backend();

@@ -46,26 +46,40 @@ const MULTI_ROW_CHUNK: usize = 2000;
 
 impl Store {
     /// Записывает пакет одной транзакцией. Уже существующие `id` пропускаются.
-    /// Возвращает вставленные строки, отсортированные по `seq`.
-    pub async fn insert_batch(&self, events: &[NewEvent]) -> Result<Vec<InsertedRow>, StorageError> {
+    /// `seqs` — номера, заранее выданные последовательностью базы
+    /// ([`Store::reserve_seqs`], только PostgreSQL), по одному на событие; без них
+    /// номер выдаёт identity-колонка при вставке. Возвращает вставленные строки,
+    /// отсортированные по `seq`.
+    pub async fn insert_batch(
+        &self,
+        events: &[NewEvent],
+        seqs: Option<&[i64]>,
+    ) -> Result<Vec<InsertedRow>, StorageError> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
+        if let Some(s) = seqs {
+            debug_assert_eq!(s.len(), events.len(), "по номеру на событие");
+        }
         let mut rows = if self.is_postgres() {
             match self.pg_write {
-                PgWriteMethod::Unnest => self.insert_unnest(events).await?,
-                PgWriteMethod::CopyStaging => self.insert_copy(events).await?,
-                PgWriteMethod::MultiRow => self.insert_multi_row(events).await?,
+                PgWriteMethod::Unnest => self.insert_unnest(events, seqs).await?,
+                PgWriteMethod::CopyStaging => self.insert_copy(events, seqs).await?,
+                PgWriteMethod::MultiRow => self.insert_multi_row(events, seqs).await?,
             }
         } else {
-            self.insert_multi_row(events).await?
+            self.insert_multi_row(events, None).await?
         };
         // RETURNING не обещает порядок; подписчикам нужен порядок seq.
         rows.sort_unstable_by_key(|r| r.seq);
         Ok(rows)
     }
 
-    async fn insert_unnest(&self, events: &[NewEvent]) -> Result<Vec<InsertedRow>, StorageError> {
+    async fn insert_unnest(
+        &self,
+        events: &[NewEvent],
+        seqs: Option<&[i64]>,
+    ) -> Result<Vec<InsertedRow>, StorageError> {
         let pool = self.db.get_postgres_connection_pool();
         let n = events.len();
         let mut ids = Vec::with_capacity(n);
@@ -92,17 +106,25 @@ impl Store {
             tools.push(e.tool_name.as_deref());
             statuses.push(e.approval_status.as_deref());
         }
-        let rows = sqlx::query(
+        // С заранее выданными номерами seq задаётся явно (OVERRIDING SYSTEM VALUE
+        // для GENERATED ALWAYS); иначе его выдаёт identity.
+        let (seq_col, seq_val, seq_arr, overriding) = if seqs.is_some() {
+            (", seq", ", u.seq", ", $12::bigint[]", " OVERRIDING SYSTEM VALUE")
+        } else {
+            ("", "", "", "")
+        };
+        let sql = format!(
             "INSERT INTO event_logs (id, session_id, user_id, project_id, agent_id, event_type, \
-                 payload, created_at, error_code, tool_name, approval_status) \
+                 payload, created_at, error_code, tool_name, approval_status{seq_col}){overriding} \
              SELECT u.id, u.session_id, u.user_id, u.project_id, u.agent_id, u.event_type, \
-                 u.payload::jsonb, u.created_at, u.error_code, u.tool_name, u.approval_status \
+                 u.payload::jsonb, u.created_at, u.error_code, u.tool_name, u.approval_status{seq_val} \
              FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::text[], $6::text[], \
-                 $7::text[], $8::timestamptz[], $9::text[], $10::text[], $11::text[]) \
+                 $7::text[], $8::timestamptz[], $9::text[], $10::text[], $11::text[]{seq_arr}) \
                  AS u(id, session_id, user_id, project_id, agent_id, event_type, payload, \
-                      created_at, error_code, tool_name, approval_status) \
-             ON CONFLICT (id) DO NOTHING RETURNING id, seq",
-        )
+                      created_at, error_code, tool_name, approval_status{seq_col}) \
+             ON CONFLICT (id) DO NOTHING RETURNING id, seq"
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(ids)
         .bind(sessions)
         .bind(users)
@@ -113,9 +135,11 @@ impl Store {
         .bind(times)
         .bind(codes)
         .bind(tools)
-        .bind(statuses)
-        .fetch_all(pool)
-        .await?;
+        .bind(statuses);
+        if let Some(seqs) = seqs {
+            query = query.bind(seqs.to_vec());
+        }
+        let rows = query.fetch_all(pool).await?;
         rows.iter()
             .map(|r| {
                 Ok(InsertedRow {
@@ -127,7 +151,11 @@ impl Store {
             .map_err(StorageError::from)
     }
 
-    async fn insert_copy(&self, events: &[NewEvent]) -> Result<Vec<InsertedRow>, StorageError> {
+    async fn insert_copy(
+        &self,
+        events: &[NewEvent],
+        seqs: Option<&[i64]>,
+    ) -> Result<Vec<InsertedRow>, StorageError> {
         let pool = self.db.get_postgres_connection_pool();
         let mut tx = pool.begin().await?;
         // Временная таблица живёт в соединении; ON COMMIT DELETE ROWS очищает её
@@ -135,20 +163,23 @@ impl Store {
         sqlx::query(
             "CREATE TEMP TABLE IF NOT EXISTS event_logs_staging (id uuid, session_id uuid, \
              user_id text, project_id uuid, agent_id text, event_type text, payload jsonb, \
-             created_at timestamptz, error_code text, tool_name text, approval_status text) \
-             ON COMMIT DELETE ROWS",
+             created_at timestamptz, error_code text, tool_name text, approval_status text, \
+             seq bigint) ON COMMIT DELETE ROWS",
         )
         .execute(&mut *tx)
         .await?;
+        let (cols, overriding) = if seqs.is_some() {
+            (format!("{INSERT_COLUMNS}, seq"), " OVERRIDING SYSTEM VALUE")
+        } else {
+            (INSERT_COLUMNS.to_owned(), "")
+        };
         let mut copy = tx
-            .copy_in_raw(&format!(
-                "COPY event_logs_staging ({INSERT_COLUMNS}) FROM STDIN (FORMAT csv)"
-            ))
+            .copy_in_raw(&format!("COPY event_logs_staging ({cols}) FROM STDIN (FORMAT csv)"))
             .await?;
-        copy.send(csv_rows(events).into_bytes()).await?;
+        copy.send(csv_rows_with_seq(events, seqs).into_bytes()).await?;
         copy.finish().await?;
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO event_logs ({INSERT_COLUMNS}) SELECT {INSERT_COLUMNS} \
+            "INSERT INTO event_logs ({cols}){overriding} SELECT {cols} \
              FROM event_logs_staging ON CONFLICT (id) DO NOTHING RETURNING id, seq"
         )))
         .fetch_all(&mut *tx)
@@ -165,20 +196,28 @@ impl Store {
             .map_err(StorageError::from)
     }
 
-    async fn insert_multi_row(&self, events: &[NewEvent]) -> Result<Vec<InsertedRow>, StorageError> {
+    async fn insert_multi_row(
+        &self,
+        events: &[NewEvent],
+        seqs: Option<&[i64]>,
+    ) -> Result<Vec<InsertedRow>, StorageError> {
         let backend = self.backend();
         let txn = self.db.begin().await?;
         let mut out = Vec::with_capacity(events.len());
-        for chunk in events.chunks(MULTI_ROW_CHUNK) {
+        for (c, chunk) in events.chunks(MULTI_ROW_CHUNK).enumerate() {
+            let chunk_seqs = seqs.map(|s| &s[c * MULTI_ROW_CHUNK..c * MULTI_ROW_CHUNK + chunk.len()]);
             let mut sql = Sql::new(backend);
-            sql.push("INSERT INTO event_logs (")
-                .push(INSERT_COLUMNS)
-                .push(") VALUES ");
+            sql.push("INSERT INTO event_logs (").push(INSERT_COLUMNS);
+            if chunk_seqs.is_some() {
+                sql.push(", seq) OVERRIDING SYSTEM VALUE VALUES ");
+            } else {
+                sql.push(") VALUES ");
+            }
             for (i, e) in chunk.iter().enumerate() {
                 if i > 0 {
                     sql.push(", ");
                 }
-                push_event_values(&mut sql, e);
+                push_event_values(&mut sql, e, chunk_seqs.map(|s| s[i]));
             }
             sql.push(" ON CONFLICT (id) DO NOTHING RETURNING id, seq");
             for row in txn.query_all_raw(sql.build()).await? {
@@ -218,7 +257,7 @@ impl Store {
 }
 
 /// Значения одной строки `( … )` в многострочном INSERT.
-fn push_event_values(sql: &mut Sql, e: &NewEvent) {
+fn push_event_values(sql: &mut Sql, e: &NewEvent, seq: Option<i64>) {
     let payload = serde_json::to_string(&e.payload).unwrap_or_else(|_| "{}".into());
     sql.push("(")
         .bind_uuid(e.id)
@@ -245,13 +284,21 @@ fn push_event_values(sql: &mut Sql, e: &NewEvent) {
         .push(", ")
         .bind(e.tool_name.clone())
         .push(", ")
-        .bind(e.approval_status.clone())
-        .push(")");
+        .bind(e.approval_status.clone());
+    if let Some(seq) = seq {
+        sql.push(", ").bind(seq);
+    }
+    sql.push(")");
+}
+
+/// CSV для COPY без колонки seq.
+pub(crate) fn csv_rows(events: &[NewEvent]) -> String {
+    csv_rows_with_seq(events, None)
 }
 
 /// CSV для COPY: каждое текстовое поле в кавычках (пустая строка остаётся пустой
-/// строкой), NULL — пустое поле без кавычек.
-pub(crate) fn csv_rows(events: &[NewEvent]) -> String {
+/// строкой), NULL — пустое поле без кавычек; `seqs` — последняя колонка.
+fn csv_rows_with_seq(events: &[NewEvent], seqs: Option<&[i64]>) -> String {
     fn field(out: &mut String, v: Option<&str>) {
         if let Some(v) = v {
             out.push('"');
@@ -260,7 +307,7 @@ pub(crate) fn csv_rows(events: &[NewEvent]) -> String {
         }
     }
     let mut out = String::with_capacity(events.len() * 400);
-    for e in events {
+    for (i, e) in events.iter().enumerate() {
         let payload = serde_json::to_string(&e.payload).unwrap_or_else(|_| "{}".into());
         let _ = write!(out, "{},{},", e.id, e.session_id);
         field(&mut out, Some(&e.user_id));
@@ -276,6 +323,9 @@ pub(crate) fn csv_rows(events: &[NewEvent]) -> String {
         field(&mut out, e.tool_name.as_deref());
         out.push(',');
         field(&mut out, e.approval_status.as_deref());
+        if let Some(s) = seqs {
+            let _ = write!(out, ",{}", s[i]);
+        }
         out.push('\n');
     }
     out
@@ -324,5 +374,27 @@ impl Store {
             copy.send(csv_rows(chunk).into_bytes()).await?;
         }
         Ok(copy.finish().await?)
+    }
+}
+
+impl Store {
+    /// Выдаёт `n` номеров из последовательности identity-колонки `seq` одним
+    /// запросом (PostgreSQL). Номера идут по возрастанию; пакеты, получившие номера
+    /// раньше, имеют меньшие номера — на этом держится публикация по порядку при
+    /// нескольких пакетах в полёте.
+    pub async fn reserve_seqs(&self, n: usize) -> Result<Vec<i64>, StorageError> {
+        let pool = self.db.get_postgres_connection_pool();
+        let rows = sqlx::query(
+            "SELECT nextval(pg_get_serial_sequence('event_logs', 'seq')) FROM generate_series(1, $1)",
+        )
+        .bind(n as i64)
+        .fetch_all(pool)
+        .await?;
+        let mut seqs = rows
+            .iter()
+            .map(|r| r.try_get::<i64, _>(0))
+            .collect::<Result<Vec<_>, _>>()?;
+        seqs.sort_unstable();
+        Ok(seqs)
     }
 }

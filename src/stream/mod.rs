@@ -119,58 +119,94 @@ impl StreamManager {
     /// Подписка на события области `scope` под фильтром `filter`.
     ///
     /// С `after_seq` сначала отдаются сохранённые события с `seq > after_seq`
-    /// по возрастанию seq, затем живые. Без `after_seq` — только живые. Каждое
-    /// событие отдаётся один раз, в порядке seq. Отставание — [`StreamError::Lagged`],
-    /// после которого поток заканчивается.
+    /// по возрастанию seq, затем живые; без `after_seq` — только живые (с текущего
+    /// водяного знака). Каждое событие отдаётся один раз, в порядке seq. Если живой
+    /// буфер переполнился, пока подписка читала историю из базы, она дочитывает
+    /// пропущенное из базы сама (иначе при постоянном потоке событий длинный повтор
+    /// никогда бы не догнал живые); отставание живого подписчика —
+    /// [`StreamError::Lagged`] с последним отданным seq, после чего поток заканчивается.
     pub fn subscribe(
         &self,
         scope: ReadScope,
         filter: EventFilter,
         after_seq: Option<i64>,
     ) -> impl Stream<Item = Result<Arc<Event>, StreamError>> + Send + use<> {
-        // Получатель создаётся до чтения базы: всё, что зафиксируется после этого
-        // момента, окажется в нём; всё, что раньше, — найдёт повтор. Стык сшивается
-        // по seq (писатель один и публикует в порядке seq).
+        // Получатель создаётся до чтения водяного знака W: всё, что опубликовано после
+        // этого момента, окажется в нём; всё с seq <= W уже в базе и найдётся повтором.
+        // Стык сшивается по seq: писатель публикует строго по возрастанию seq.
         let mut rx = self.inner.live.subscribe();
+        let mut published = self.inner.logger.published_seq();
+        // Водяной знак читается сразу, а не при первом опросе потока: события,
+        // опубликованные между вызовом и первым опросом, уже в `rx` и не должны
+        // отсечься по seq.
+        let at_call = published.borrow().current;
         let store = self.inner.store.clone();
         let gauge = SubscriberGauge::new();
         async_stream::stream! {
             let _gauge = gauge;
-            let mut last = 0i64;
-            if let Some(after) = after_seq {
-                last = after;
-                loop {
-                    let page = match store.events_after_seq(&scope, &filter, last, REPLAY_PAGE).await {
-                        Ok(p) => p,
-                        Err(e) => { yield Err(StreamError::Storage(e)); return; }
-                    };
-                    let n = page.len();
-                    for e in page {
-                        last = e.seq;
-                        yield Ok(Arc::new(e));
-                    }
-                    if n < REPLAY_PAGE { break; }
+            let start = if at_call >= 0 {
+                at_call
+            } else {
+                // Писатель ещё не начал: всё, что он опубликует, выше `initial` и
+                // попадёт в `rx`, поэтому живые начинаются именно с `initial`.
+                match published.wait_for(|w| w.initial >= 0).await {
+                    Ok(w) => w.initial,
+                    Err(_) => return,
                 }
-            }
+            };
+            let mut last = after_seq.unwrap_or(start);
+            let mut replay = after_seq.is_some();
+            let mut recoveries = 0;
             loop {
-                match rx.recv().await {
-                    Ok(e) => {
-                        // Изоляция и фильтр — до того, как событие уйдёт подписчику.
-                        if e.seq > last && scope.matches(&e) && filter.matches(&e) {
+                let replayed = replay;
+                if replay {
+                    let upto = published.borrow().current;
+                    loop {
+                        let page = match store.events_after_seq(&scope, &filter, last, upto, REPLAY_PAGE).await {
+                            Ok(p) => p,
+                            Err(e) => { yield Err(StreamError::Storage(e)); return; }
+                        };
+                        let n = page.len();
+                        for e in page {
                             last = e.seq;
-                            yield Ok(e);
+                            yield Ok(Arc::new(e));
                         }
+                        if n < REPLAY_PAGE { break; }
                     }
-                    Err(broadcast::error::RecvError::Lagged(skipped)) => {
-                        yield Err(StreamError::Lagged { skipped, last_seq: last });
-                        return;
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return,
+                    last = last.max(upto);
                 }
+                let mut caught_up = false;
+                let lagged = loop {
+                    match rx.recv().await {
+                        Ok(e) => {
+                            caught_up = true;
+                            // Изоляция и фильтр — до того, как событие уйдёт подписчику.
+                            if e.seq > last && scope.matches(&e) && filter.matches(&e) {
+                                last = e.seq;
+                                yield Ok(e);
+                            }
+                        }
+                        Err(broadcast::error::RecvError::Lagged(skipped)) => break skipped,
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    }
+                };
+                // Буфер переполнился, пока догоняли историю: пропущенное уже в базе
+                // (оно опубликовано), дочитываем его повтором.
+                if replayed && !caught_up && recoveries < MAX_RECOVERIES {
+                    recoveries += 1;
+                    replay = true;
+                    continue;
+                }
+                yield Err(StreamError::Lagged { skipped: lagged, last_seq: last });
+                return;
             }
         }
     }
 }
+
+/// Сколько раз подписка сама дочитывает из базы пропущенное при переполнении
+/// буфера во время догоняния истории.
+const MAX_RECOVERIES: u32 = 8;
 
 /// Считает подписчиков в метрике `eventlog_subscribers`, пока жив поток.
 struct SubscriberGauge;

@@ -97,6 +97,7 @@ async fn a_slow_subscriber_gets_lagged_with_its_resume_point(b: Backend) {
     match sub.next().await {
         Some(Err(StreamError::Lagged { skipped, last_seq })) => {
             assert!(skipped > 0);
+            // Живая подписка начинается с водяного знака — пустая база, 0.
             assert_eq!(last_seq, 0);
         }
         other => panic!("expected LAGGED, got {other:?}"),
@@ -112,3 +113,41 @@ async fn a_slow_subscriber_gets_lagged_with_its_resume_point(b: Backend) {
     stream.shutdown().await;
 }
 both!(a_slow_subscriber_gets_lagged_with_its_resume_point);
+
+async fn a_replay_longer_than_the_live_buffer_still_catches_up(b: Backend) {
+    let db = TestDb::new(&b).await;
+    let store = db.store().await;
+    store.migrate_up().await.unwrap();
+    // Буфер на 8 событий, а история — 2000: пока повтор читает базу, живой буфер
+    // переполняется чужими событиями; подписка должна дочитать всё сама.
+    let stream = StreamManager::start(store.clone(), LoggerConfig::default(), 8);
+    let project = Uuid::now_v7();
+    let other = Uuid::now_v7();
+    let history: Vec<_> = (0..2000).map(|_| NewEvent::new(Uuid::now_v7(), "u", project, EventType::TaskQueued)).collect();
+    stream.broadcast_events(history).unwrap().wait().await.unwrap();
+    let scope = ReadScope { project_id: project, user_id: None };
+    let mut sub = Box::pin(stream.subscribe(scope, EventFilter::default(), Some(0)));
+    let first = sub.next().await.unwrap().unwrap();
+    // Пока подписчик держит первую страницу, идёт поток чужих и своих событий.
+    let mut mine = Vec::new();
+    for i in 0..50 {
+        let e = NewEvent::new(Uuid::now_v7(), "u", project, EventType::TaskStarted);
+        mine.push(e.id);
+        let noise: Vec<_> = (0..20).map(|_| NewEvent::new(Uuid::now_v7(), "u", other, EventType::TaskQueued)).collect();
+        let mut batch = noise;
+        batch.insert(i % 20, e);
+        stream.broadcast_events(batch).unwrap().wait().await.unwrap();
+    }
+    let mut got = vec![first];
+    while got.len() < 2050 {
+        match tokio::time::timeout(Duration::from_secs(30), sub.next()).await.unwrap() {
+            Some(Ok(e)) => got.push(e),
+            other => panic!("expected events, got {other:?} after {}", got.len()),
+        }
+    }
+    assert!(got.windows(2).all(|w| w[0].seq < w[1].seq));
+    let tail: HashSet<_> = got[2000..].iter().map(|e| e.id).collect();
+    assert_eq!(tail, mine.into_iter().collect::<HashSet<_>>());
+    stream.shutdown().await;
+}
+both!(a_replay_longer_than_the_live_buffer_still_catches_up);
