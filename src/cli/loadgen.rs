@@ -67,6 +67,9 @@ pub struct LoadgenArgs {
     /// Размер пакета.
     #[arg(long, default_value_t = 1000)]
     pub batch_size: usize,
+    /// Пакетов в полёте у писателя.
+    #[arg(long, default_value_t = LoggerConfig::default().max_in_flight)]
+    pub in_flight: usize,
     /// Зерно генератора.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
@@ -163,6 +166,7 @@ async fn run_logger(
     events: &[NewEvent],
     method: PgWriteMethod,
     batch_size: usize,
+    in_flight: usize,
     hist: &mut Histogram<u64>,
 ) -> Result<(f64, u64)> {
     truncate(store).await?;
@@ -170,6 +174,7 @@ async fn run_logger(
         store.clone().with_pg_write_method(method),
         LoggerConfig {
             batch_size,
+            max_in_flight: in_flight,
             ..Default::default()
         },
         None,
@@ -220,9 +225,10 @@ async fn inprocess(store: &Store, args: &LoadgenArgs) -> Result<()> {
         ],
     };
     println!(
-        "inprocess: {} rows/run, avg payload {avg_payload} B, batch {}, {} rounds",
+        "inprocess: {} rows/run, avg payload {avg_payload} B, batch {}, {} in flight, {} rounds",
         events.len(),
         args.batch_size,
+        args.in_flight,
         args.rounds
     );
     let mut copy_rates = Vec::new();
@@ -238,7 +244,7 @@ async fn inprocess(store: &Store, args: &LoadgenArgs) -> Result<()> {
         }
         let mut round_rates = Vec::new();
         for (m, _) in &methods {
-            let (r, _full) = run_logger(store, &events, *m, args.batch_size, &mut hist).await?;
+            let (r, _full) = run_logger(store, &events, *m, args.batch_size, args.in_flight, &mut hist).await?;
             round_rates.push(r);
         }
         if !copy_first {

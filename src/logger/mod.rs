@@ -62,7 +62,7 @@ impl Default for LoggerConfig {
             retry_base: Duration::from_millis(100),
             retry_cap: Duration::from_secs(10),
             insert_timeout: Duration::from_secs(30),
-            max_in_flight: 2,
+            max_in_flight: 4,
         }
     }
 }
