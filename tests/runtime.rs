@@ -54,7 +54,7 @@ async fn stored_session(stream: &StreamManager, ctx: &SessionContext) -> Vec<Eve
     };
     stream
         .store()
-        .events_after_seq(&scope, &filter, 0, 10_000)
+        .events_after_seq(&scope, &filter, 0, i64::MAX, 10_000)
         .await
         .expect("events read back")
 }
@@ -328,7 +328,7 @@ async fn a_short_demo_run_produces_every_catalogue_type() {
         loop {
             let page = stream
                 .store()
-                .events_after_seq(&scope, &EventFilter::default(), after, 1000)
+                .events_after_seq(&scope, &EventFilter::default(), after, i64::MAX, 1000)
                 .await
                 .unwrap();
             let Some(last) = page.last() else { break };

@@ -81,7 +81,8 @@ pub async fn events(
         from: time_param(&p, "from")?,
         to: time_param(&p, "to")?,
         ..Default::default()
-    };
+    }
+    .normalized();
     let limit = int_param(&p, "limit", 50)?;
     let offset = int_param(&p, "offset", 0)?;
     let page = reads::events_page(
@@ -160,7 +161,8 @@ pub async fn analytics(
         from: time_param(&p, "from")?,
         to: time_param(&p, "to")?,
         ..Default::default()
-    };
+    }
+    .normalized();
     let a = reads::analytics(&state.api, &principal, project_id, filter, bucket).await?;
     Ok(Json(serde_json::to_value(a).map_err(|e| ApiError::internal(&e))?))
 }

@@ -80,7 +80,9 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         bar.enable_steady_tick(Duration::from_millis(200));
         bar
     });
-    let report = run_demo(stream.clone(), cfg, bar.clone()).await.context("while running the demo")?;
+    let report = run_demo(stream.clone(), cfg, bar.clone())
+        .await
+        .context("while running the demo")?;
     if let Some(b) = bar {
         b.finish_and_clear();
     }

@@ -204,7 +204,11 @@ async fn run_logger(
     let secs = started.elapsed().as_secs_f64();
     anyhow::ensure!(report.lost == 0, "lost {} events", report.lost);
     let stored = store.count_events().await?;
-    anyhow::ensure!(stored as usize == events.len(), "stored {stored} of {}", events.len());
+    anyhow::ensure!(
+        stored as usize == events.len(),
+        "stored {stored} of {}",
+        events.len()
+    );
     Ok((events.len() as f64 / secs, full))
 }
 
@@ -212,8 +216,11 @@ async fn inprocess(store: &Store, args: &LoadgenArgs) -> Result<()> {
     let mut rng = StdRng::seed_from_u64(args.seed);
     let projects: Vec<Uuid> = (0..PROJECTS).map(|_| Uuid::now_v7()).collect();
     let events = generate(&mut rng, args.events, &projects);
-    let avg_payload =
-        events.iter().map(|e| serde_json::to_string(&e.payload).map_or(0, |s| s.len())).sum::<usize>() / events.len();
+    let avg_payload = events
+        .iter()
+        .map(|e| serde_json::to_string(&e.payload).map_or(0, |s| s.len()))
+        .sum::<usize>()
+        / events.len();
     let methods: Vec<(PgWriteMethod, &str)> = match args.method {
         Method::Unnest => vec![(PgWriteMethod::Unnest, "unnest")],
         Method::Copy => vec![(PgWriteMethod::CopyStaging, "copy-staging")],
@@ -244,7 +251,8 @@ async fn inprocess(store: &Store, args: &LoadgenArgs) -> Result<()> {
         }
         let mut round_rates = Vec::new();
         for (m, _) in &methods {
-            let (r, _full) = run_logger(store, &events, *m, args.batch_size, args.in_flight, &mut hist).await?;
+            let (r, _full) =
+                run_logger(store, &events, *m, args.batch_size, args.in_flight, &mut hist).await?;
             round_rates.push(r);
         }
         if !copy_first {
@@ -255,7 +263,11 @@ async fn inprocess(store: &Store, args: &LoadgenArgs) -> Result<()> {
         for (i, (_, name)) in methods.iter().enumerate() {
             rates[i].push(round_rates[i]);
             ratios[i].push(round_rates[i] / copy_rate);
-            print!(", {name} {:.0} rows/s ({:.2}x)", round_rates[i], round_rates[i] / copy_rate);
+            print!(
+                ", {name} {:.0} rows/s ({:.2}x)",
+                round_rates[i],
+                round_rates[i] / copy_rate
+            );
         }
         println!();
     }
@@ -282,7 +294,10 @@ async fn inprocess(store: &Store, args: &LoadgenArgs) -> Result<()> {
 async fn explain(store: &Store, sql: &str) -> Result<String> {
     let rows = store
         .connection()
-        .query_all_raw(Statement::from_string(store.backend(), format!("EXPLAIN (ANALYZE, BUFFERS) {sql}")))
+        .query_all_raw(Statement::from_string(
+            store.backend(),
+            format!("EXPLAIN (ANALYZE, BUFFERS) {sql}"),
+        ))
         .await?;
     Ok(rows
         .iter()
@@ -305,7 +320,10 @@ async fn reads(store: &Store, args: &LoadgenArgs) -> Result<()> {
             eprint!("\rseeded {} rows", args.events - left);
         }
         eprintln!(" in {:.0} s", started.elapsed().as_secs_f64());
-        store.connection().execute_unprepared("VACUUM ANALYZE event_logs").await?;
+        store
+            .connection()
+            .execute_unprepared("VACUUM ANALYZE event_logs")
+            .await?;
     }
     // Проект и пользователь с данными.
     let row = store
@@ -320,20 +338,39 @@ async fn reads(store: &Store, args: &LoadgenArgs) -> Result<()> {
     let user: String = row.try_get("", "u")?;
     let total = store.count_events().await?;
     println!("reads: {total} rows; project {project}, user {user}");
-    let user_scope = ReadScope { project_id: project, user_id: Some(user.clone()) };
-    let admin_scope = ReadScope { project_id: project, user_id: None };
-    let filter = EventFilter { event_types: Some(vec!["TOOL_REQUEST".into()]), ..Default::default() };
-    let week = EventFilter { from: Some(Utc::now() - chrono::Duration::days(7)), ..Default::default() };
+    let user_scope = ReadScope {
+        project_id: project,
+        user_id: Some(user.clone()),
+    };
+    let admin_scope = ReadScope {
+        project_id: project,
+        user_id: None,
+    };
+    let filter = EventFilter {
+        event_types: Some(vec!["TOOL_REQUEST".into()]),
+        ..Default::default()
+    };
+    let week = EventFilter {
+        from: Some(Utc::now() - chrono::Duration::days(7)),
+        ..Default::default()
+    };
 
     let report = |name: &str, mut samples: Vec<f64>| {
         samples.sort_by(|a, b| a.total_cmp(b));
         let p = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
-        println!("{name}: p50 {:.2} ms, p95 {:.2} ms ({} runs)", p(0.5), p(0.95), samples.len());
+        println!(
+            "{name}: p50 {:.2} ms, p95 {:.2} ms ({} runs)",
+            p(0.5),
+            p(0.95),
+            samples.len()
+        );
     };
     let mut time = Vec::new();
     for _ in 0..args.iterations {
         let t = Instant::now();
-        let page = store.page(&user_scope, &filter, SortOrder::NewestFirst, 50, 0, None).await?;
+        let page = store
+            .page(&user_scope, &filter, SortOrder::NewestFirst, 50, 0, None)
+            .await?;
         time.push(t.elapsed().as_secs_f64() * 1e3);
         anyhow::ensure!(!page.items.is_empty());
     }
@@ -341,7 +378,16 @@ async fn reads(store: &Store, args: &LoadgenArgs) -> Result<()> {
     let mut time = Vec::new();
     for _ in 0..args.iterations {
         let t = Instant::now();
-        store.page(&admin_scope, &EventFilter::default(), SortOrder::NewestFirst, 50, 0, None).await?;
+        store
+            .page(
+                &admin_scope,
+                &EventFilter::default(),
+                SortOrder::NewestFirst,
+                50,
+                0,
+                None,
+            )
+            .await?;
         time.push(t.elapsed().as_secs_f64() * 1e3);
     }
     report("admin page, 50 rows, no filter", time);
@@ -366,7 +412,9 @@ async fn reads(store: &Store, args: &LoadgenArgs) -> Result<()> {
         ),
         (
             "admin page",
-            format!("SELECT * FROM event_logs WHERE project_id = '{project}' ORDER BY created_at DESC, id DESC LIMIT 51"),
+            format!(
+                "SELECT * FROM event_logs WHERE project_id = '{project}' ORDER BY created_at DESC, id DESC LIMIT 51"
+            ),
         ),
         (
             "analytics by type (admin, 7 days)",

@@ -162,9 +162,19 @@ impl EventLogger {
         let (tx, rx) = mpsc::channel(capacity);
         let cancel = CancellationToken::new();
         let state = Arc::new(WriterState::default());
-        let (published_tx, published) = watch::channel(Watermark { initial: -1, current: -1 });
-        let worker =
-            worker::Worker::new(store, config, rx, on_commit, cancel.clone(), state.clone(), published_tx);
+        let (published_tx, published) = watch::channel(Watermark {
+            initial: -1,
+            current: -1,
+        });
+        let worker = worker::Worker::new(
+            store,
+            config,
+            rx,
+            on_commit,
+            cancel.clone(),
+            state.clone(),
+            published_tx,
+        );
         let handle = tokio::spawn(worker.run());
         Self {
             inner: Arc::new(Inner {

@@ -147,7 +147,10 @@ impl Worker {
     pub(super) async fn run(mut self) -> ShutdownReport {
         self.last_published = self.initial_seq().await;
         let initial = self.last_published;
-        self.published.send_replace(Watermark { initial, current: initial });
+        self.published.send_replace(Watermark {
+            initial,
+            current: initial,
+        });
         // SQLite пишет одним соединением: параллельные пакеты там ничего не дают.
         let max_in_flight = if self.writer.reserve {
             self.writer.config.max_in_flight.max(1)
@@ -298,7 +301,11 @@ impl Worker {
         self.published.send_modify(|w| w.current = current);
         let unwritten: HashSet<usize> = out.unwritten.iter().copied().collect();
         let mut written = 0;
-        for (i, (ack, d)) in std::mem::take(&mut out.job.acks).into_iter().zip(out.done).enumerate() {
+        for (i, (ack, d)) in std::mem::take(&mut out.job.acks)
+            .into_iter()
+            .zip(out.done)
+            .enumerate()
+        {
             if unwritten.contains(&i) {
                 // Не записано до срока: группа ожидания не завершится, и ждущий
                 // получит CommitError::Lost, когда последняя ссылка пропадёт.
@@ -507,7 +514,11 @@ impl Writer {
         got: &[InsertedRow],
     ) -> Result<Vec<InsertedRow>, DeadlineHit> {
         let seen: HashSet<Uuid> = got.iter().map(|r| r.id).collect();
-        let missing: Vec<Uuid> = events.iter().map(|e| e.id).filter(|id| !seen.contains(id)).collect();
+        let missing: Vec<Uuid> = events
+            .iter()
+            .map(|e| e.id)
+            .filter(|id| !seen.contains(id))
+            .collect();
         if missing.is_empty() {
             return Ok(Vec::new());
         }

@@ -12,6 +12,9 @@ use uuid::Uuid;
 use super::json_contains;
 use crate::model::{Event, ValidationError};
 
+/// Наибольшая длина списков `eventTypes` и `agentIds`.
+pub const MAX_FILTER_LIST: usize = 100;
+
 /// Порядок выдачи событий по (createdAt, id).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub enum SortOrder {
@@ -51,14 +54,31 @@ pub struct EventFilter {
 }
 
 impl EventFilter {
-    /// Проверяет сам фильтр: `payloadContains` должен быть JSON-объектом.
+    /// Проверяет сам фильтр: `payloadContains` — JSON-объект, списки не длиннее
+    /// [`MAX_FILTER_LIST`] (каждый элемент — параметр SQL, а у баз есть предел).
     pub fn validate(&self) -> Result<(), ValidationError> {
+        for (name, list) in [("eventTypes", &self.event_types), ("agentIds", &self.agent_ids)] {
+            if list.as_ref().is_some_and(|l| l.len() > MAX_FILTER_LIST) {
+                return Err(ValidationError::new(
+                    name,
+                    format!("at most {MAX_FILTER_LIST} values"),
+                ));
+            }
+        }
         if let Some(p) = &self.payload_contains
             && !p.is_object()
         {
             return Err(ValidationError::new("payloadContains", "must be a JSON object"));
         }
         Ok(())
+    }
+
+    /// Приводит границы времени к микросекундам — точности хранения, — чтобы SQL
+    /// на обеих базах и проверка в памяти сравнивали одно и то же.
+    pub fn normalized(mut self) -> Self {
+        self.from = self.from.map(crate::model::truncate_to_micros);
+        self.to = self.to.map(crate::model::truncate_to_micros);
+        self
     }
 
     /// Проходит ли событие фильтр (проверка в памяти, та же семантика, что и SQL).

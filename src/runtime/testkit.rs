@@ -62,7 +62,7 @@ pub(crate) async fn drain_session(stream: &StreamManager, ctx: &SessionContext) 
     };
     stream
         .store()
-        .events_after_seq(&scope, &filter, 0, 10_000)
+        .events_after_seq(&scope, &filter, 0, i64::MAX, 10_000)
         .await
         .expect("события читаются")
 }

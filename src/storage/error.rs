@@ -34,12 +34,12 @@ impl StorageError {
     pub fn is_row_rejection(&self) -> bool {
         let db = match self {
             StorageError::Sqlx(sqlx::Error::Database(db)) => db,
-            StorageError::Db(DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e))) => {
-                match e.as_ref() {
-                    sqlx::Error::Database(db) => db,
-                    _ => return false,
-                }
-            }
+            StorageError::Db(
+                DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)),
+            ) => match e.as_ref() {
+                sqlx::Error::Database(db) => db,
+                _ => return false,
+            },
             _ => return false,
         };
         let code = db.code().unwrap_or_default();

@@ -125,17 +125,17 @@ impl Store {
              ON CONFLICT (id) DO NOTHING RETURNING id, seq"
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(ids)
-        .bind(sessions)
-        .bind(users)
-        .bind(projects)
-        .bind(agents)
-        .bind(types)
-        .bind(payloads)
-        .bind(times)
-        .bind(codes)
-        .bind(tools)
-        .bind(statuses);
+            .bind(ids)
+            .bind(sessions)
+            .bind(users)
+            .bind(projects)
+            .bind(agents)
+            .bind(types)
+            .bind(payloads)
+            .bind(times)
+            .bind(codes)
+            .bind(tools)
+            .bind(statuses);
         if let Some(seqs) = seqs {
             query = query.bind(seqs.to_vec());
         }
@@ -174,7 +174,9 @@ impl Store {
             (INSERT_COLUMNS.to_owned(), "")
         };
         let mut copy = tx
-            .copy_in_raw(&format!("COPY event_logs_staging ({cols}) FROM STDIN (FORMAT csv)"))
+            .copy_in_raw(&format!(
+                "COPY event_logs_staging ({cols}) FROM STDIN (FORMAT csv)"
+            ))
             .await?;
         copy.send(csv_rows_with_seq(events, seqs).into_bytes()).await?;
         copy.finish().await?;
@@ -367,7 +369,9 @@ impl Store {
         let pool = self.db.get_postgres_connection_pool();
         let mut conn = pool.acquire().await?;
         let mut copy = conn
-            .copy_in_raw(&format!("COPY event_logs ({INSERT_COLUMNS}) FROM STDIN (FORMAT csv)"))
+            .copy_in_raw(&format!(
+                "COPY event_logs ({INSERT_COLUMNS}) FROM STDIN (FORMAT csv)"
+            ))
             .await?;
         // Порциями по ~4 МБ, чтобы не держать весь CSV в памяти дважды.
         for chunk in events.chunks(10_000) {

@@ -12,17 +12,34 @@ async fn limits_depth_complexity_aliases_batches_methods_types_and_size(b: Backe
     let p = uuid::Uuid::now_v7();
     let t = app.token("alice", Role::User, &[p]);
     let url = format!("{}/graphql", app.addr);
-    // Глубина: вложенность через фрагменты inline.
+    // Глубина: интроспекция с вложенными ofType глубже предела.
     let deep = format!(
-        "{{ events(projectId: \"{p}\") {{ nodes {{ session {{ sessionId }} {} }} }} }}",
-        "... on Event { ".repeat(12) + &"}".repeat(12)
+        "{{ __schema {{ types {{ fields {{ type {} name {} }} }} }} }}",
+        "{ ofType ".repeat(12),
+        "}".repeat(12)
     );
     let r = app.graphql(Some(&t), &deep, json!({})).await;
-    assert!(!r["errors"].is_null(), "deep query must be refused: {r}");
-    // Сложность: много полей.
+    assert!(
+        r["errors"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_lowercase()
+            .contains("nested too deep"),
+        "deep query must be refused for depth: {r}"
+    );
+    let shallow = "{ __schema { types { fields { type { ofType { name } } } } } }";
+    assert!(app.graphql(Some(&t), shallow, json!({})).await["errors"].is_null());
+    // Сложность: много полей (30 аналитик по ~40 полей > 500).
     let wide = format!("{{ {} }}", (0..30).map(|i| format!("a{i}: analytics(projectId: \"{p}\") {{ totalEvents sessions eventTypeCounts {{ eventType count }} agentInteractions {{ agentId events sessions toolCalls errors lastSeenAt }} errorStats {{ totalErrors errorRate byCode {{ errorCode count }} byTool {{ toolName calls errors }} }} timeline {{ bucketStart events errors }} approvals {{ required approved rejected timedOut }} }}")).collect::<Vec<_>>().join(" "));
     let r = app.graphql(Some(&t), &wide, json!({})).await;
-    assert!(!r["errors"].is_null(), "complex query must be refused");
+    assert!(
+        r["errors"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_lowercase()
+            .contains("complex"),
+        "complex query must be refused for complexity: {r}"
+    );
     // Псевдонимы.
     let aliases = format!(
         "{{ {} }}",

@@ -93,17 +93,40 @@ async fn ingest_is_idempotent_read_your_writes_and_keeps_input_order(b: Backend)
     let r = app.ingest(&alice, Value::Array(batch.clone())).await;
     assert_eq!(r["data"]["ingestEvents"]["accepted"], 5);
     let ids = r["data"]["ingestEvents"]["ids"].as_array().unwrap();
-    assert_eq!(ids[1], json!(id));
-    assert_eq!(ids[3], json!(id));
-    assert!(ids.iter().all(|i| Uuid::parse_str(i.as_str().unwrap()).is_ok()));
+    // ids в порядке входа, включая повтор.
+    let sent: Vec<Value> = batch.iter().map(|b| b["id"].clone()).collect();
+    assert_eq!(ids, &sent);
+    // Без id сервер выдаёт UUIDv7 — и тоже в порядке входа.
+    let r = app.ingest(&alice, json!([e(p, "GEN"), e(p, "GEN")])).await;
+    let generated: Vec<Uuid> = r["data"]["ingestEvents"]["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| Uuid::parse_str(i.as_str().unwrap()).unwrap())
+        .collect();
+    assert!(generated.iter().all(|u| u.get_version_num() == 7));
+    assert!(generated[0] < generated[1]);
     // Сразу видно запросом (подтверждение после фиксации).
-    let q = "query($p: UUID!) { events(projectId: $p, first: 500) { nodes { id userId } } }";
-    let got = app.graphql(Some(&alice), q, json!({"p": p})).await;
+    let q = "query($p: UUID!, $f: EventFilter) { events(projectId: $p, first: 500, filter: $f) { nodes { id userId } } }";
+    let got = app
+        .graphql(
+            Some(&alice),
+            q,
+            json!({"p": p, "f": {"eventTypes": ["TOOL_REQUEST"]}}),
+        )
+        .await;
     assert_eq!(got["data"]["events"]["nodes"].as_array().unwrap().len(), 4);
+    assert!(
+        got["data"]["events"]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["userId"] == "alice")
+    );
     // Повторная отправка (клиент с «хотя бы один раз») ничего не дублирует.
     let r = app.ingest(&alice, Value::Array(batch)).await;
     assert!(r["errors"].is_null(), "{r}");
-    assert_eq!(app.store.count_events().await.unwrap(), 4);
+    assert_eq!(app.store.count_events().await.unwrap(), 6);
     // waitForCommit: false отвечает после постановки в очередь; событие появится.
     let r = app
         .graphql(
@@ -114,10 +137,9 @@ async fn ingest_is_idempotent_read_your_writes_and_keeps_input_order(b: Backend)
         .await;
     assert_eq!(r["data"]["ingestEvents"]["accepted"], 1);
     crate::helpers::wait_for("the queued event", 10, || async {
-        app.store.count_events().await.unwrap() == 5
+        app.store.count_events().await.unwrap() == 7
     })
     .await;
-    assert_eq!(got["data"]["events"]["nodes"][0]["userId"], "alice");
 }
 both!(ingest_is_idempotent_read_your_writes_and_keeps_input_order);
 

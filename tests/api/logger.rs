@@ -305,3 +305,94 @@ async fn database_going_away_mid_stream_loses_and_duplicates_nothing() {
     assert_eq!(unique.len(), seen.len(), "an event was published twice");
     assert_eq!(seen.len(), total, "every committed event is published once");
 }
+
+async fn rename(store: &Store, from: &str, to: &str) {
+    use sea_orm::ConnectionTrait;
+    store
+        .connection()
+        .execute_unprepared(&format!("ALTER TABLE {from} RENAME TO {to}"))
+        .await
+        .unwrap();
+}
+
+/// Ошибка уровня инструкции (таблицы нет) — не вина строк: пакет повторяется,
+/// пока база не поправится; ничего не уходит в таблицу отказов и не теряется.
+async fn a_statement_level_error_is_retried_not_dead_lettered(b: Backend) {
+    let (_db, store) = migrated(&b).await;
+    let cfg = LoggerConfig {
+        retry_base: Duration::from_millis(20),
+        retry_cap: Duration::from_millis(100),
+        ..Default::default()
+    };
+    let logger = EventLogger::start(store.clone(), cfg, None);
+    let p = Uuid::now_v7();
+    logger
+        .log_batch((0..10).map(|i| ev(p, i)).collect())
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    rename(&store, "event_logs", "event_logs_away").await;
+    let waiter = logger.log_batch((10..110).map(|i| ev(p, i)).collect()).unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    rename(&store, "event_logs_away", "event_logs").await;
+    let outcome = waiter.wait().await.unwrap();
+    assert_eq!((outcome.inserted, outcome.rejected), (100, 0));
+    logger.shutdown().await;
+    assert_eq!(store.count_events().await.unwrap(), 110);
+    assert_eq!(store.count_rejected().await.unwrap(), 0);
+}
+both!(a_statement_level_error_is_retried_not_dead_lettered);
+
+/// Срок остановки истёк, а база так и не вернулась: отчёт называет потерю,
+/// ожидающие получают Lost, а не ложное подтверждение.
+async fn shutdown_deadline_reports_what_was_lost(b: Backend) {
+    let (_db, store) = migrated(&b).await;
+    let cfg = LoggerConfig {
+        retry_base: Duration::from_millis(20),
+        retry_cap: Duration::from_millis(50),
+        shutdown_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let logger = EventLogger::start(store.clone(), cfg, None);
+    let p = Uuid::now_v7();
+    logger.log_batch(vec![ev(p, 0)]).unwrap().wait().await.unwrap();
+    rename(&store, "event_logs", "event_logs_away").await;
+    let waiter = logger.log_batch((1..51).map(|i| ev(p, i)).collect()).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let report = logger.shutdown().await;
+    assert_eq!(report.lost, 50);
+    assert!(matches!(
+        waiter.wait().await,
+        Err(eventlog::logger::CommitError::Lost)
+    ));
+}
+both!(shutdown_deadline_reports_what_was_lost);
+
+/// Пакет ставится целиком или никак и при частично занятой очереди.
+async fn a_batch_larger_than_the_free_room_is_refused_whole(b: Backend) {
+    let (_db, store) = migrated(&b).await;
+    // Писатель не может прочитать seq базы, пока таблицы нет, и не берёт события:
+    // очередь заполняется детерминированно.
+    rename(&store, "event_logs", "event_logs_away").await;
+    let cfg = LoggerConfig {
+        queue_capacity: 10,
+        ..Default::default()
+    };
+    let logger = EventLogger::start(store.clone(), cfg, None);
+    let p = Uuid::now_v7();
+    let first = logger.log_batch((0..7).map(|i| ev(p, i)).collect()).unwrap();
+    assert_eq!(logger.free_slots(), 3);
+    match logger.log_batch((7..11).map(|i| ev(p, i)).collect()) {
+        Err(eventlog::logger::BatchError::QueueFull(back)) => assert_eq!(back.len(), 4),
+        other => panic!("expected QueueFull, got {other:?}"),
+    }
+    assert_eq!(logger.free_slots(), 3, "nothing of the refused batch was queued");
+    let second = logger.log_batch((7..10).map(|i| ev(p, i)).collect()).unwrap();
+    rename(&store, "event_logs_away", "event_logs").await;
+    assert_eq!(first.wait().await.unwrap().inserted, 7);
+    assert_eq!(second.wait().await.unwrap().inserted, 3);
+    logger.shutdown().await;
+    assert_eq!(store.count_events().await.unwrap(), 10);
+}
+both!(a_batch_larger_than_the_free_room_is_refused_whole);

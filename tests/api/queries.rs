@@ -329,3 +329,46 @@ async fn event_session_is_batched_one_query_per_page(b: Backend) {
     );
 }
 both!(event_session_is_batched_one_query_per_page);
+
+async fn sessions_page_through_with_cursors(b: Backend) {
+    let w = world(&b).await;
+    let q = "query($p: UUID!, $a: String) { sessions(projectId: $p, first: 1, after: $a) {
+        nodes { sessionId lastEventAt } pageInfo { hasNextPage hasPreviousPage endCursor } } }";
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let r = w
+            .app
+            .graphql(Some(&w.admin), q, json!({"p": w.project, "a": after}))
+            .await;
+        let conn = &r["data"]["sessions"];
+        let nodes = conn["nodes"].as_array().unwrap_or_else(|| panic!("{r}"));
+        assert_eq!(nodes.len(), 1);
+        assert_eq!(conn["pageInfo"]["hasPreviousPage"], after.is_some());
+        seen.push(nodes[0]["sessionId"].as_str().unwrap().to_owned());
+        if conn["pageInfo"]["hasNextPage"] == false {
+            break;
+        }
+        after = conn["pageInfo"]["endCursor"].as_str().map(str::to_owned);
+    }
+    let mut expected: Vec<_> = w
+        .sessions
+        .iter()
+        .map(|s| {
+            let last = w
+                .events
+                .iter()
+                .filter(|e| e.session == *s && e.project == w.project)
+                .map(|e| e.at)
+                .max()
+                .unwrap();
+            (last, *s)
+        })
+        .collect();
+    expected.sort_by_key(|x| std::cmp::Reverse(*x));
+    assert_eq!(
+        seen,
+        expected.iter().map(|(_, s)| s.to_string()).collect::<Vec<_>>()
+    );
+}
+both!(sessions_page_through_with_cursors);

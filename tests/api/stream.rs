@@ -123,9 +123,14 @@ async fn a_replay_longer_than_the_live_buffer_still_catches_up(b: Backend) {
     let stream = StreamManager::start(store.clone(), LoggerConfig::default(), 8);
     let project = Uuid::now_v7();
     let other = Uuid::now_v7();
-    let history: Vec<_> = (0..2000).map(|_| NewEvent::new(Uuid::now_v7(), "u", project, EventType::TaskQueued)).collect();
+    let history: Vec<_> = (0..2000)
+        .map(|_| NewEvent::new(Uuid::now_v7(), "u", project, EventType::TaskQueued))
+        .collect();
     stream.broadcast_events(history).unwrap().wait().await.unwrap();
-    let scope = ReadScope { project_id: project, user_id: None };
+    let scope = ReadScope {
+        project_id: project,
+        user_id: None,
+    };
     let mut sub = Box::pin(stream.subscribe(scope, EventFilter::default(), Some(0)));
     let first = sub.next().await.unwrap().unwrap();
     // Пока подписчик держит первую страницу, идёт поток чужих и своих событий.
@@ -133,14 +138,19 @@ async fn a_replay_longer_than_the_live_buffer_still_catches_up(b: Backend) {
     for i in 0..50 {
         let e = NewEvent::new(Uuid::now_v7(), "u", project, EventType::TaskStarted);
         mine.push(e.id);
-        let noise: Vec<_> = (0..20).map(|_| NewEvent::new(Uuid::now_v7(), "u", other, EventType::TaskQueued)).collect();
+        let noise: Vec<_> = (0..20)
+            .map(|_| NewEvent::new(Uuid::now_v7(), "u", other, EventType::TaskQueued))
+            .collect();
         let mut batch = noise;
         batch.insert(i % 20, e);
         stream.broadcast_events(batch).unwrap().wait().await.unwrap();
     }
     let mut got = vec![first];
     while got.len() < 2050 {
-        match tokio::time::timeout(Duration::from_secs(30), sub.next()).await.unwrap() {
+        match tokio::time::timeout(Duration::from_secs(30), sub.next())
+            .await
+            .unwrap()
+        {
             Some(Ok(e)) => got.push(e),
             other => panic!("expected events, got {other:?} after {}", got.len()),
         }

@@ -87,9 +87,11 @@ pub async fn ingest(
     if wait_for_commit {
         let outcome = waiter.wait().await.map_err(|e| ApiError::internal(&e))?;
         if outcome.rejected > 0 {
+            // Остальные события пакета записаны; отвергнутые — в event_logs_rejected.
             return Err(ApiError::internal(&format!(
-                "{} events of an accepted batch were rejected by the database",
-                outcome.rejected
+                "{} of {} events were rejected by the database and moved to event_logs_rejected; \
+                 the rest of the batch is committed",
+                outcome.rejected, accepted
             )));
         }
     }

@@ -41,6 +41,9 @@ impl EventSubscription {
             })
             .transpose()
             .map_err(ApiError::into_gql)?;
+        if auth.expires_at <= chrono::Utc::now() {
+            return Err(ApiError::Unauthenticated("token expired".into()).into_gql());
+        }
         let shared_scope = Arc::new(scope.clone());
         let mut events = Box::pin(api.stream.subscribe(scope, filter, after));
         let expires_at = auth.expires_at;
@@ -50,6 +53,7 @@ impl EventSubscription {
             tokio::pin!(expiry);
             loop {
                 tokio::select! {
+                    biased;
                     // Токен истёк: закрываем поток, клиент должен переподключиться с новым.
                     _ = &mut expiry => {
                         yield Err(ApiError::Unauthenticated("token expired".into()).into_gql());

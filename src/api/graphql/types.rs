@@ -126,6 +126,7 @@ impl From<EventFilterInput> for EventFilter {
             to: f.to,
             payload_contains: f.payload_contains.map(|j| j.0),
         }
+        .normalized()
     }
 }
 

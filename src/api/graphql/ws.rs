@@ -77,10 +77,16 @@ pub async fn graphql_ws(
         .on_upgrade(move |socket| serve(state, socket, protocol))
 }
 
+/// Кадр закрытия. Причина обрезается до 123 байт (предел управляющего кадра
+/// websocket), иначе клиент увидел бы ошибку протокола вместо кода.
 fn close(code: u16, reason: &str) -> Message {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
     Message::Close(Some(CloseFrame {
         code,
-        reason: reason.to_owned().into(),
+        reason: reason[..end].to_owned().into(),
     }))
 }
 
