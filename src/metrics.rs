@@ -40,10 +40,23 @@ pub fn install() -> PrometheusHandle {
             let builder = PrometheusBuilder::new()
                 .set_buckets(&buckets)
                 .expect("корзины гистограммы не пусты");
-            match builder.install_recorder() {
+            let handle = match builder.install_recorder() {
                 Ok(handle) => handle,
                 Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+            };
+            // Счётчики видны в /metrics с нуля, а не с первого события.
+            for name in [
+                EVENTS_WRITTEN,
+                INSERT_ERRORS,
+                INSERT_RETRIES,
+                EVENTS_DROPPED,
+                EVENTS_REJECTED,
+            ] {
+                metrics::counter!(name).increment(0);
             }
+            metrics::gauge!(QUEUE_DEPTH).set(0.0);
+            metrics::gauge!(SUBSCRIBERS).set(0.0);
+            handle
         })
         .clone()
 }

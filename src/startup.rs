@@ -83,6 +83,7 @@ impl Application {
         let stream = StreamManager::start(store.clone(), settings.logger_config(), settings.live_buffer);
         let api_ctx = ApiContext {
             store: store.clone(),
+            repo: crate::storage::EventRepository::new(store.clone()),
             stream,
             cursors: CursorCodec::new(&secret),
         };

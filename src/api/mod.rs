@@ -27,15 +27,17 @@ use tower_http::trace::TraceLayer;
 use crate::auth::JwtKeys;
 use crate::config::Settings;
 use crate::query::CursorCodec;
-use crate::storage::Store;
+use crate::storage::{EventRepository, Store};
 use crate::stream::StreamManager;
 use graphql::AppSchema;
 
 /// Всё, что нужно резолверам и REST: хранилище, поток, кодек курсоров.
 #[derive(Clone)]
 pub struct ApiContext {
-    /// Хранилище (чтение).
+    /// Хранилище (проверки здоровья, DataLoader).
     pub store: Store,
+    /// Репозиторий чтения.
+    pub repo: EventRepository,
     /// Поток (приём и подписки).
     pub stream: StreamManager,
     /// Кодек курсоров.

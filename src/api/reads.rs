@@ -90,8 +90,8 @@ pub async fn events_page(
         .transpose()
         .map_err(|e| cursor_error(req.names.1, e))?;
     let page = ctx
-        .store
-        .page(&scope, &req.filter, req.order, limit, req.offset as usize, after)
+        .repo
+        .get_events(&scope, &req.filter, req.order, limit, req.offset as usize, after)
         .await?;
     let items = page
         .items
@@ -137,7 +137,7 @@ pub async fn sessions_page(
         .map(|c| ctx.cursors.decode(binding, c))
         .transpose()
         .map_err(|e| cursor_error("after", e))?;
-    let page = ctx.store.sessions_page(&scope, &filter, limit, after).await?;
+    let page = ctx.repo.sessions(&scope, &filter, limit, after).await?;
     let items = page
         .items
         .into_iter()
@@ -169,5 +169,5 @@ pub async fn analytics(
     bucket: Bucket,
 ) -> Result<Analytics, ApiError> {
     let scope = scope_for(principal, project_id, &filter)?;
-    Ok(ctx.store.analytics(&scope, &filter, bucket).await?)
+    Ok(ctx.repo.get_analytics(&scope, &filter, bucket).await?)
 }

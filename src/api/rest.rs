@@ -127,10 +127,7 @@ pub async fn session_events(
         EventsRequest {
             kind: CursorKind::SessionEvents,
             project_id,
-            filter: EventFilter {
-                session_id: Some(session_id),
-                ..Default::default()
-            },
+            filter: crate::storage::EventRepository::session_filter(session_id),
             order: SortOrder::OldestFirst,
             first: limit,
             offset: 0,

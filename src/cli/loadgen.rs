@@ -100,23 +100,41 @@ const PROJECTS: usize = 10;
 const USERS_PER_PROJECT: usize = 50;
 const AGENTS: usize = 40;
 
-/// Реалистичные события с нагрузкой ~300 байт; время — за последние 30 дней.
+/// Реалистичные события с нагрузкой ~300 байт: сессии по ~40 событий одного
+/// пользователя одного проекта в пределах получаса, с 1–3 агентами; начала сессий
+/// разбросаны по последним 30 дням.
 fn generate(rng: &mut StdRng, n: usize, projects: &[Uuid]) -> Vec<NewEvent> {
+    struct Session {
+        id: Uuid,
+        project: usize,
+        user: usize,
+        agents: Vec<usize>,
+        start: chrono::DateTime<Utc>,
+    }
     let now = Utc::now();
-    let sessions: Vec<Uuid> = (0..2000).map(|_| Uuid::now_v7()).collect();
+    let sessions: Vec<Session> = (0..(n / 40).max(1))
+        .map(|_| Session {
+            id: Uuid::now_v7(),
+            project: rng.random_range(0..projects.len()),
+            user: rng.random_range(0..USERS_PER_PROJECT),
+            agents: (0..rng.random_range(1..=3))
+                .map(|_| rng.random_range(0..AGENTS))
+                .collect(),
+            start: now - chrono::Duration::seconds(rng.random_range(1800..30 * 86_400)),
+        })
+        .collect();
     (0..n)
         .map(|i| {
-            let p = rng.random_range(0..projects.len());
+            let s = &sessions[rng.random_range(0..sessions.len())];
             let ty = EventType::ALL[rng.random_range(0..EventType::ALL.len())];
-            let age = chrono::Duration::seconds(rng.random_range(0..30 * 86_400));
             let mut e = NewEvent::new(
-                sessions[rng.random_range(0..sessions.len())],
-                format!("user-{p}-{}", rng.random_range(0..USERS_PER_PROJECT)),
-                projects[p],
+                s.id,
+                format!("user-{}-{}", s.project, s.user),
+                projects[s.project],
                 ty,
             )
-            .agent(format!("agent-{}", rng.random_range(0..AGENTS)))
-            .at(now - age)
+            .agent(format!("agent-{}", s.agents[rng.random_range(0..s.agents.len())]))
+            .at(s.start + chrono::Duration::milliseconds(rng.random_range(0..1_800_000)))
             .payload(json!({
                 "tool_call_id": format!("call_{i:012}"),
                 "agent_name": "research-assistant",

@@ -125,8 +125,54 @@ pub struct Analytics {
     pub approvals: ApprovalStats,
 }
 
+/// Счётчики одной группы до сборки ответа.
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    n: i64,
+    errors: i64,
+    calls: i64,
+}
+
+/// Сгруппированные базой части аналитики (до сортировки и сборки).
+#[derive(Debug, Default)]
+struct Parts {
+    total: i64,
+    errors: i64,
+    sessions: i64,
+    approvals: [i64; 4],
+    types: Vec<(String, i64)>,
+    codes: Vec<(String, i64)>,
+    tools: Vec<(String, Counts)>,
+    timeline: Vec<(DateTime<Utc>, Counts)>,
+    agents: Vec<AgentInteraction>,
+}
+
+/// Суммы по согласованиям и вызовам инструментов — общие для всех запросов.
+const SUMS: &str = "COUNT(*) AS n, COUNT(error_code) AS errors, \
+     COALESCE(SUM(CASE WHEN event_type = 'TOOL_REQUEST' THEN 1 ELSE 0 END), 0) AS calls, \
+     COALESCE(SUM(CASE WHEN event_type = 'APPROVAL_REQUIRED' THEN 1 ELSE 0 END), 0) AS req, \
+     COALESCE(SUM(CASE WHEN event_type = 'APPROVAL_RESOLVED' AND approval_status = 'APPROVED' THEN 1 ELSE 0 END), 0) AS appr, \
+     COALESCE(SUM(CASE WHEN event_type = 'APPROVAL_RESOLVED' AND approval_status = 'REJECTED' THEN 1 ELSE 0 END), 0) AS rej, \
+     COALESCE(SUM(CASE WHEN event_type = 'APPROVAL_TIMEOUT' THEN 1 ELSE 0 END), 0) AS tmo";
+
+fn int(r: &QueryResult, c: &str) -> Result<i64, StorageError> {
+    Ok(r.try_get::<i64>("", c)?)
+}
+
+fn counts(r: &QueryResult) -> Result<Counts, StorageError> {
+    Ok(Counts {
+        n: int(r, "n")?,
+        errors: int(r, "errors")?,
+        calls: int(r, "calls")?,
+    })
+}
+
 impl Store {
-    /// Считает аналитику в базе. Запросы независимы и идут параллельно по пулу.
+    /// Считает аналитику в базе. На PostgreSQL — три запроса (один проход с
+    /// GROUPING SETS по типам, кодам, инструментам и корзинам; агенты; сессии),
+    /// на SQLite — по запросу на разрез; запросы идут параллельно по пулу.
+    /// Различные сессии считаются двухуровневой группировкой (хеш-агрегат), а не
+    /// COUNT(DISTINCT), который сортирует весь срез.
     pub async fn analytics(
         &self,
         scope: &ReadScope,
@@ -134,164 +180,225 @@ impl Store {
         bucket: Bucket,
     ) -> Result<Analytics, StorageError> {
         let b = self.backend();
-        let base = |select: &str, extra_where: &str, tail: &str| {
-            let mut sql = Sql::new(b);
+        let pg = b == sea_orm::DbBackend::Postgres;
+        let bucket_expr = bucket_sql(pg, bucket);
+        // Срез под областью и фильтром: `SELECT {cols} FROM event_logs WHERE …{extra}`.
+        let slice = |sql: &mut Sql, cols: &str, extra: &str| {
             sql.push("SELECT ")
-                .push(select)
+                .push(cols)
                 .push(" FROM event_logs WHERE ")
                 .push_scope(scope)
                 .push_filter(filter)
-                .push(extra_where)
-                .push(tail);
-            sql.build()
+                .push(extra);
         };
-        let bucket_expr = bucket_sql(b == sea_orm::DbBackend::Postgres, bucket);
-        let totals = base(
-            "COUNT(*) AS total, COUNT(DISTINCT session_id) AS sessions, COUNT(error_code) AS errors, \
-             COALESCE(SUM(CASE WHEN event_type = 'APPROVAL_REQUIRED' THEN 1 ELSE 0 END), 0) AS req, \
-             COALESCE(SUM(CASE WHEN event_type = 'APPROVAL_RESOLVED' AND approval_status = 'APPROVED' THEN 1 ELSE 0 END), 0) AS appr, \
-             COALESCE(SUM(CASE WHEN event_type = 'APPROVAL_RESOLVED' AND approval_status = 'REJECTED' THEN 1 ELSE 0 END), 0) AS rej, \
-             COALESCE(SUM(CASE WHEN event_type = 'APPROVAL_TIMEOUT' THEN 1 ELSE 0 END), 0) AS tmo",
-            "",
-            "",
+        let mut agents = Sql::new(b);
+        agents.push(
+            // SUM(bigint) на PostgreSQL — numeric: приводим обратно к BIGINT.
+            "SELECT agent_id, COUNT(*) AS sessions, CAST(SUM(n) AS BIGINT) AS n, \
+             CAST(SUM(calls) AS BIGINT) AS calls, CAST(SUM(errors) AS BIGINT) AS errors, \
+             MAX(last_seen) AS last_seen FROM (",
         );
-        let types = base("event_type, COUNT(*) AS n", "", " GROUP BY event_type");
-        let agents = base(
-            "agent_id, COUNT(*) AS n, COUNT(DISTINCT session_id) AS sessions, \
-             SUM(CASE WHEN event_type = 'TOOL_REQUEST' THEN 1 ELSE 0 END) AS calls, \
-             COUNT(error_code) AS errors, MAX(created_at) AS last_seen",
-            " AND agent_id IS NOT NULL",
-            " GROUP BY agent_id",
+        slice(
+            &mut agents,
+            "agent_id, session_id, COUNT(*) AS n, COUNT(error_code) AS errors, \
+             SUM(CASE WHEN event_type = 'TOOL_REQUEST' THEN 1 ELSE 0 END) AS calls, MAX(created_at) AS last_seen",
+            " AND agent_id IS NOT NULL GROUP BY agent_id, session_id",
         );
-        let codes = base(
-            "error_code, COUNT(*) AS n",
-            " AND error_code IS NOT NULL",
-            " GROUP BY error_code",
-        );
-        let tools = base(
-            "tool_name, SUM(CASE WHEN event_type = 'TOOL_REQUEST' THEN 1 ELSE 0 END) AS calls, \
-             COUNT(error_code) AS errors",
-            " AND tool_name IS NOT NULL",
-            " GROUP BY tool_name",
-        );
-        let timeline = base(
-            &format!("{bucket_expr} AS bucket, COUNT(*) AS n, COUNT(error_code) AS errors"),
-            "",
-            " GROUP BY bucket ORDER BY bucket",
-        );
+        agents.push(") t GROUP BY agent_id");
+        let mut sessions = Sql::new(b);
+        sessions.push("SELECT COUNT(*) AS sessions FROM (");
+        slice(&mut sessions, "session_id", " GROUP BY session_id");
+        sessions.push(") t");
+
         let db = &self.db;
-        let (totals, types, agents, codes, tools, timeline) = tokio::try_join!(
-            db.query_one_raw(totals),
-            db.query_all_raw(types),
-            db.query_all_raw(agents),
-            db.query_all_raw(codes),
-            db.query_all_raw(tools),
-            db.query_all_raw(timeline),
-        )?;
-        let totals = totals.ok_or_else(|| StorageError::Decode("no totals row".into()))?;
-        let i = |r: &QueryResult, c: &str| -> Result<i64, StorageError> { Ok(r.try_get::<i64>("", c)?) };
-        let total_events = i(&totals, "total")?;
-        let total_errors = i(&totals, "errors")?;
-
-        let mut event_type_counts = types
-            .iter()
-            .map(|r| {
-                Ok(EventTypeCount {
-                    event_type: r.try_get("", "event_type")?,
-                    count: i(r, "n")?,
-                })
-            })
-            .collect::<Result<Vec<_>, StorageError>>()?;
-        event_type_counts.sort_by(|a, b| {
-            b.count
-                .cmp(&a.count)
-                .then_with(|| a.event_type.cmp(&b.event_type))
-        });
-
-        let mut agent_interactions = agents
-            .iter()
-            .map(|r| {
-                Ok(AgentInteraction {
-                    agent_id: r.try_get("", "agent_id")?,
-                    events: i(r, "n")?,
-                    sessions: i(r, "sessions")?,
-                    tool_calls: i(r, "calls")?,
-                    errors: i(r, "errors")?,
-                    last_seen_at: get_ts(r, b, "last_seen")?,
-                })
-            })
-            .collect::<Result<Vec<_>, StorageError>>()?;
-        agent_interactions.sort_by(|a, b| b.events.cmp(&a.events).then_with(|| a.agent_id.cmp(&b.agent_id)));
-
-        let mut by_code = codes
-            .iter()
-            .map(|r| {
-                Ok(ErrorCount {
-                    error_code: r.try_get("", "error_code")?,
-                    count: i(r, "n")?,
-                })
-            })
-            .collect::<Result<Vec<_>, StorageError>>()?;
-        by_code.sort_by(|a, b| {
-            b.count
-                .cmp(&a.count)
-                .then_with(|| a.error_code.cmp(&b.error_code))
-        });
-
-        let mut by_tool = tools
-            .iter()
-            .map(|r| {
-                Ok(ToolStat {
-                    tool_name: r.try_get("", "tool_name")?,
-                    calls: i(r, "calls")?,
-                    errors: i(r, "errors")?,
-                })
-            })
-            .filter(|t: &Result<ToolStat, StorageError>| {
-                t.as_ref().map_or(true, |t| t.calls > 0 || t.errors > 0)
-            })
-            .collect::<Result<Vec<_>, StorageError>>()?;
-        by_tool.sort_by(|a, b| {
-            b.errors
-                .cmp(&a.errors)
-                .then_with(|| b.calls.cmp(&a.calls))
-                .then_with(|| a.tool_name.cmp(&b.tool_name))
-        });
-
-        let timeline = timeline
-            .iter()
-            .map(|r| {
-                Ok(TimelinePoint {
-                    bucket_start: get_ts(r, b, "bucket")?,
-                    events: i(r, "n")?,
-                    errors: i(r, "errors")?,
-                })
-            })
-            .collect::<Result<Vec<_>, StorageError>>()?;
-
-        Ok(Analytics {
-            total_events,
-            sessions: i(&totals, "sessions")?,
-            event_type_counts,
-            agent_interactions,
-            error_stats: ErrorStats {
-                total_errors,
-                error_rate: if total_events == 0 {
-                    0.0
+        let mut parts = Parts::default();
+        let (agent_rows, session_row) = if pg {
+            let mut main = Sql::new(b);
+            main.push(&format!(
+                "SELECT event_type, error_code, tool_name, bucket, GROUPING(event_type) AS g_type, \
+                 GROUPING(error_code) AS g_code, GROUPING(tool_name) AS g_tool, GROUPING(bucket) AS g_bucket, \
+                 {SUMS} FROM ("
+            ));
+            slice(
+                &mut main,
+                &format!("event_type, error_code, tool_name, approval_status, {bucket_expr} AS bucket"),
+                "",
+            );
+            main.push(") e GROUP BY GROUPING SETS ((event_type), (error_code), (tool_name), (bucket), ())");
+            let (rows, agent_rows, session_rows) = tokio::try_join!(
+                self.query_with_work_mem(main.build()),
+                self.query_with_work_mem(agents.build()),
+                self.query_with_work_mem(sessions.build()),
+            )?;
+            let session_row = session_rows.into_iter().next();
+            for r in &rows {
+                let g = |c: &str| -> Result<bool, StorageError> { Ok(r.try_get::<i32>("", c)? == 0) };
+                if g("g_type")? {
+                    parts.types.push((r.try_get("", "event_type")?, int(r, "n")?));
+                } else if g("g_code")? {
+                    if let Some(code) = r.try_get::<Option<String>>("", "error_code")? {
+                        parts.codes.push((code, int(r, "n")?));
+                    }
+                } else if g("g_tool")? {
+                    if let Some(tool) = r.try_get::<Option<String>>("", "tool_name")? {
+                        parts.tools.push((tool, counts(r)?));
+                    }
+                } else if g("g_bucket")? {
+                    parts.timeline.push((get_ts(r, b, "bucket")?, counts(r)?));
                 } else {
-                    total_errors as f64 / total_events as f64
-                },
-                by_code,
-                by_tool,
+                    parts.total = int(r, "n")?;
+                    parts.errors = int(r, "errors")?;
+                    parts.approvals = [int(r, "req")?, int(r, "appr")?, int(r, "rej")?, int(r, "tmo")?];
+                }
+            }
+            (agent_rows, session_row)
+        } else {
+            let mut totals = Sql::new(b);
+            slice(&mut totals, SUMS, "");
+            let mut types = Sql::new(b);
+            slice(&mut types, "event_type, COUNT(*) AS n", " GROUP BY event_type");
+            let mut codes = Sql::new(b);
+            slice(
+                &mut codes,
+                "error_code, COUNT(*) AS n",
+                " AND error_code IS NOT NULL GROUP BY error_code",
+            );
+            let mut tools = Sql::new(b);
+            slice(
+                &mut tools,
+                &format!("tool_name, {SUMS}"),
+                " AND tool_name IS NOT NULL GROUP BY tool_name",
+            );
+            let mut timeline = Sql::new(b);
+            slice(
+                &mut timeline,
+                &format!("{bucket_expr} AS bucket, {SUMS}"),
+                " GROUP BY bucket",
+            );
+            let (totals, types, codes, tools, timeline, agent_rows, session_row) = tokio::try_join!(
+                db.query_one_raw(totals.build()),
+                db.query_all_raw(types.build()),
+                db.query_all_raw(codes.build()),
+                db.query_all_raw(tools.build()),
+                db.query_all_raw(timeline.build()),
+                db.query_all_raw(agents.build()),
+                db.query_one_raw(sessions.build()),
+            )?;
+            let t = totals.ok_or_else(|| StorageError::Decode("no totals row".into()))?;
+            parts.total = int(&t, "n")?;
+            parts.errors = int(&t, "errors")?;
+            parts.approvals = [
+                int(&t, "req")?,
+                int(&t, "appr")?,
+                int(&t, "rej")?,
+                int(&t, "tmo")?,
+            ];
+            for r in &types {
+                parts.types.push((r.try_get("", "event_type")?, int(r, "n")?));
+            }
+            for r in &codes {
+                parts.codes.push((r.try_get("", "error_code")?, int(r, "n")?));
+            }
+            for r in &tools {
+                parts.tools.push((r.try_get("", "tool_name")?, counts(r)?));
+            }
+            for r in &timeline {
+                parts.timeline.push((get_ts(r, b, "bucket")?, counts(r)?));
+            }
+            (agent_rows, session_row)
+        };
+        parts.sessions = session_row.map(|r| int(&r, "sessions")).transpose()?.unwrap_or(0);
+        for r in &agent_rows {
+            parts.agents.push(AgentInteraction {
+                agent_id: r.try_get("", "agent_id")?,
+                events: int(r, "n")?,
+                sessions: int(r, "sessions")?,
+                tool_calls: int(r, "calls")?,
+                errors: int(r, "errors")?,
+                last_seen_at: get_ts(r, b, "last_seen")?,
+            });
+        }
+        Ok(assemble(parts))
+    }
+}
+
+impl Store {
+    /// Запрос аналитики на PostgreSQL с `work_mem` побольше на время транзакции:
+    /// планировщик не знает число корзин времени заранее и при 4 МБ по умолчанию
+    /// выбирает сортировку с записью на диск вместо хеш-агрегата.
+    async fn query_with_work_mem(&self, stmt: sea_orm::Statement) -> Result<Vec<QueryResult>, StorageError> {
+        use sea_orm::TransactionTrait;
+        let txn = self.db.begin().await?;
+        txn.execute_unprepared(ANALYTICS_WORK_MEM).await?;
+        let rows = txn.query_all_raw(stmt).await?;
+        txn.commit().await?;
+        Ok(rows)
+    }
+}
+
+/// Память под хеш-агрегаты одного запроса аналитики (только в его транзакции).
+const ANALYTICS_WORK_MEM: &str = "SET LOCAL work_mem = '64MB'";
+
+/// Сортирует группы по правилам SPEC §5 (байтовый порядок строк) и собирает ответ.
+fn assemble(mut p: Parts) -> Analytics {
+    p.types.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    p.codes.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    p.agents
+        .sort_by(|a, b| b.events.cmp(&a.events).then_with(|| a.agent_id.cmp(&b.agent_id)));
+    p.tools.retain(|(_, c)| c.calls > 0 || c.errors > 0);
+    p.tools.sort_by(|a, b| {
+        b.1.errors
+            .cmp(&a.1.errors)
+            .then_with(|| b.1.calls.cmp(&a.1.calls))
+            .then_with(|| a.0.cmp(&b.0))
+    });
+    p.timeline.sort_by_key(|(t, _)| *t);
+    Analytics {
+        total_events: p.total,
+        sessions: p.sessions,
+        event_type_counts: p
+            .types
+            .into_iter()
+            .map(|(event_type, count)| EventTypeCount { event_type, count })
+            .collect(),
+        agent_interactions: p.agents,
+        error_stats: ErrorStats {
+            total_errors: p.errors,
+            error_rate: if p.total == 0 {
+                0.0
+            } else {
+                p.errors as f64 / p.total as f64
             },
-            timeline,
-            approvals: ApprovalStats {
-                required: i(&totals, "req")?,
-                approved: i(&totals, "appr")?,
-                rejected: i(&totals, "rej")?,
-                timed_out: i(&totals, "tmo")?,
-            },
-        })
+            by_code: p
+                .codes
+                .into_iter()
+                .map(|(error_code, count)| ErrorCount { error_code, count })
+                .collect(),
+            by_tool: p
+                .tools
+                .into_iter()
+                .map(|(tool_name, c)| ToolStat {
+                    tool_name,
+                    calls: c.calls,
+                    errors: c.errors,
+                })
+                .collect(),
+        },
+        timeline: p
+            .timeline
+            .into_iter()
+            .map(|(bucket_start, c)| TimelinePoint {
+                bucket_start,
+                events: c.n,
+                errors: c.errors,
+            })
+            .collect(),
+        approvals: ApprovalStats {
+            required: p.approvals[0],
+            approved: p.approvals[1],
+            rejected: p.approvals[2],
+            timed_out: p.approvals[3],
+        },
     }
 }
 

@@ -10,6 +10,7 @@ mod codec;
 pub mod entity;
 mod error;
 pub mod events;
+mod repository;
 mod sql;
 pub mod write;
 
@@ -24,6 +25,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 pub use error::StorageError;
+pub use repository::EventRepository;
 pub use write::{InsertedRow, PgWriteMethod};
 
 /// Столбцы события в порядке, который ожидает декодер строк.

@@ -35,6 +35,11 @@ async fn health_ready_and_metrics_report_the_writer(b: Backend) {
         "eventlog_batch_insert_duration_seconds",
         "eventlog_events_written_total",
         "eventlog_http_request_duration_seconds",
+        "eventlog_insert_errors_total",
+        "eventlog_insert_retries_total",
+        "eventlog_events_dropped_total",
+        "eventlog_events_rejected_total",
+        "eventlog_subscribers",
     ] {
         assert!(text.contains(name), "/metrics lacks {name}");
     }

@@ -120,10 +120,7 @@ impl EventQuery {
             EventsRequest {
                 kind: CursorKind::SessionEvents,
                 project_id,
-                filter: EventFilter {
-                    session_id: Some(session_id),
-                    ..Default::default()
-                },
+                filter: crate::storage::EventRepository::session_filter(session_id),
                 order: QuerySortOrder::OldestFirst,
                 first: first.unwrap_or(500).into(),
                 offset: 0,
@@ -143,8 +140,8 @@ impl EventQuery {
         let api = ctx.data::<ApiContext>()?;
         let scope = reads::scope_for(p, project_id, &EventFilter::default()).map_err(ApiError::into_gql)?;
         let found = api
-            .store
-            .event_by_id(&scope, id)
+            .repo
+            .get_event(&scope, id)
             .await
             .map_err(|e| ApiError::from(e).into_gql())?;
         Ok(found.map(|e| EventNode {
