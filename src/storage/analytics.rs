@@ -191,28 +191,10 @@ impl Store {
                 .push_filter(filter)
                 .push(extra);
         };
-        let mut agents = Sql::new(b);
-        agents.push(
-            // SUM(bigint) на PostgreSQL — numeric: приводим обратно к BIGINT.
-            "SELECT agent_id, COUNT(*) AS sessions, CAST(SUM(n) AS BIGINT) AS n, \
-             CAST(SUM(calls) AS BIGINT) AS calls, CAST(SUM(errors) AS BIGINT) AS errors, \
-             MAX(last_seen) AS last_seen FROM (",
-        );
-        slice(
-            &mut agents,
-            "agent_id, session_id, COUNT(*) AS n, COUNT(error_code) AS errors, \
-             SUM(CASE WHEN event_type = 'TOOL_REQUEST' THEN 1 ELSE 0 END) AS calls, MAX(created_at) AS last_seen",
-            " AND agent_id IS NOT NULL GROUP BY agent_id, session_id",
-        );
-        agents.push(") t GROUP BY agent_id");
-        let mut sessions = Sql::new(b);
-        sessions.push("SELECT COUNT(*) AS sessions FROM (");
-        slice(&mut sessions, "session_id", " GROUP BY session_id");
-        sessions.push(") t");
 
         let db = &self.db;
         let mut parts = Parts::default();
-        let (agent_rows, session_row) = if pg {
+        let agent_rows = if pg {
             let mut main = Sql::new(b);
             main.push(&format!(
                 "SELECT event_type, error_code, tool_name, bucket, GROUPING(event_type) AS g_type, \
@@ -225,12 +207,33 @@ impl Store {
                 "",
             );
             main.push(") e GROUP BY GROUPING SETS ((event_type), (error_code), (tool_name), (bucket), ())");
-            let (rows, agent_rows, session_rows) = tokio::try_join!(
+            // Агенты и число сессий — одним проходом: внутренние группы по
+            // (сессия, агент) и по сессии, внешняя — по агенту и признаку группировки.
+            let mut agents_pg = Sql::new(b);
+            agents_pg.push(
+                "SELECT agent_id, g, COUNT(*) AS sessions, CAST(SUM(n) AS BIGINT) AS n, \
+                 CAST(SUM(calls) AS BIGINT) AS calls, CAST(SUM(errors) AS BIGINT) AS errors, \
+                 MAX(last_seen) AS last_seen FROM (",
+            );
+            slice(
+                &mut agents_pg,
+                "agent_id, session_id, GROUPING(agent_id) AS g, COUNT(*) AS n, COUNT(error_code) AS errors, \
+                 SUM(CASE WHEN event_type = 'TOOL_REQUEST' THEN 1 ELSE 0 END) AS calls, MAX(created_at) AS last_seen",
+                " GROUP BY GROUPING SETS ((session_id, agent_id), (session_id))",
+            );
+            agents_pg.push(") t GROUP BY g, agent_id");
+            let (rows, mixed) = tokio::try_join!(
                 self.query_with_work_mem(main.build()),
-                self.query_with_work_mem(agents.build()),
-                self.query_with_work_mem(sessions.build()),
+                self.query_with_work_mem(agents_pg.build()),
             )?;
-            let session_row = session_rows.into_iter().next();
+            let mut agent_rows = Vec::with_capacity(mixed.len());
+            for r in mixed {
+                if r.try_get::<i32>("", "g")? == 1 {
+                    parts.sessions = int(&r, "sessions")?;
+                } else if r.try_get::<Option<String>>("", "agent_id")?.is_some() {
+                    agent_rows.push(r);
+                }
+            }
             for r in &rows {
                 let g = |c: &str| -> Result<bool, StorageError> { Ok(r.try_get::<i32>("", c)? == 0) };
                 if g("g_type")? {
@@ -251,8 +254,27 @@ impl Store {
                     parts.approvals = [int(r, "req")?, int(r, "appr")?, int(r, "rej")?, int(r, "tmo")?];
                 }
             }
-            (agent_rows, session_row)
+            agent_rows
         } else {
+            let mut agents = Sql::new(b);
+            agents.push(
+                // SUM(bigint) на PostgreSQL — numeric: приводим обратно к BIGINT.
+                "SELECT agent_id, COUNT(*) AS sessions, CAST(SUM(n) AS BIGINT) AS n, \
+                 CAST(SUM(calls) AS BIGINT) AS calls, CAST(SUM(errors) AS BIGINT) AS errors, \
+                 MAX(last_seen) AS last_seen FROM (",
+            );
+            slice(
+                &mut agents,
+                "agent_id, session_id, COUNT(*) AS n, COUNT(error_code) AS errors, \
+                 SUM(CASE WHEN event_type = 'TOOL_REQUEST' THEN 1 ELSE 0 END) AS calls, MAX(created_at) AS last_seen",
+                " AND agent_id IS NOT NULL GROUP BY agent_id, session_id",
+            );
+            agents.push(") t GROUP BY agent_id");
+            let mut sessions = Sql::new(b);
+            sessions.push("SELECT COUNT(*) AS sessions FROM (");
+            slice(&mut sessions, "session_id", " GROUP BY session_id");
+            sessions.push(") t");
+
             let mut totals = Sql::new(b);
             slice(&mut totals, SUMS, "");
             let mut types = Sql::new(b);
@@ -305,9 +327,9 @@ impl Store {
             for r in &timeline {
                 parts.timeline.push((get_ts(r, b, "bucket")?, counts(r)?));
             }
-            (agent_rows, session_row)
+            parts.sessions = session_row.map(|r| int(&r, "sessions")).transpose()?.unwrap_or(0);
+            agent_rows
         };
-        parts.sessions = session_row.map(|r| int(&r, "sessions")).transpose()?.unwrap_or(0);
         for r in &agent_rows {
             parts.agents.push(AgentInteraction {
                 agent_id: r.try_get("", "agent_id")?,
