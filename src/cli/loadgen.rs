@@ -309,21 +309,6 @@ async fn inprocess(store: &Store, args: &LoadgenArgs) -> Result<()> {
     Ok(())
 }
 
-async fn explain(store: &Store, sql: &str) -> Result<String> {
-    let rows = store
-        .connection()
-        .query_all_raw(Statement::from_string(
-            store.backend(),
-            format!("EXPLAIN (ANALYZE, BUFFERS) {sql}"),
-        ))
-        .await?;
-    Ok(rows
-        .iter()
-        .filter_map(|r| r.try_get_by_index::<String>(0).ok())
-        .collect::<Vec<_>>()
-        .join("\n"))
-}
-
 async fn reads(store: &Store, args: &LoadgenArgs) -> Result<()> {
     let mut rng = StdRng::seed_from_u64(args.seed);
     if !args.no_seed {
@@ -419,37 +404,39 @@ async fn reads(store: &Store, args: &LoadgenArgs) -> Result<()> {
         }
         report(&format!("{name} analytics, 7 days, hourly buckets"), time);
     }
-    let since = (Utc::now() - chrono::Duration::days(7)).to_rfc3339();
-    for (name, sql) in [
+    // Планы тех же инструкций, что выполняет сервер: страницы идут по индексу в
+    // нужном порядке (без Sort), аналитика — index-only по индексу проекта, без
+    // сортировки с записью на диск.
+    let mut problems = Vec::new();
+    for (name, plan) in [
         (
-            "user page",
-            format!(
-                "SELECT * FROM event_logs WHERE project_id = '{project}' AND user_id = '{user}' \
-                 AND event_type IN ('TOOL_REQUEST') ORDER BY created_at DESC, id DESC LIMIT 51"
-            ),
+            "user page, eventTypes filter",
+            store.explain_page(&user_scope, &filter, SortOrder::NewestFirst, 50).await?,
         ),
         (
             "admin page",
-            format!(
-                "SELECT * FROM event_logs WHERE project_id = '{project}' ORDER BY created_at DESC, id DESC LIMIT 51"
-            ),
-        ),
-        (
-            "analytics by type (admin, 7 days)",
-            format!(
-                "SELECT event_type, COUNT(*) FROM event_logs WHERE project_id = '{project}' \
-                 AND created_at >= '{since}' GROUP BY event_type"
-            ),
-        ),
-        (
-            "analytics by agent (admin, 7 days)",
-            format!(
-                "SELECT agent_id, COUNT(*), COUNT(DISTINCT session_id), MAX(created_at) FROM event_logs \
-                 WHERE project_id = '{project}' AND created_at >= '{since}' AND agent_id IS NOT NULL GROUP BY agent_id"
-            ),
+            store.explain_page(&admin_scope, &EventFilter::default(), SortOrder::NewestFirst, 50).await?,
         ),
     ] {
-        println!("\n-- EXPLAIN {name}\n{}", explain(store, &sql).await?);
+        println!("\n-- EXPLAIN {name}\n{plan}");
+        if !plan.contains("Index Scan") || plan.contains("Sort") {
+            problems.push(format!("{name}: not an index-ordered scan"));
+        }
+    }
+    for (i, plan) in store.explain_analytics(&admin_scope, &week, Bucket::Hour).await?.into_iter().enumerate() {
+        let name = ["analytics: GROUPING SETS", "analytics: agents and sessions"][i];
+        println!("\n-- EXPLAIN {name} (admin, 7 days)\n{plan}");
+        if !plan.contains("Index Only Scan") {
+            problems.push(format!("{name}: not an index-only scan"));
+        }
+        if plan.contains("external merge") || plan.contains("Disk Usage") {
+            problems.push(format!("{name}: spills to disk"));
+        }
+    }
+    if problems.is_empty() {
+        println!("\nplan check: ok");
+    } else {
+        bail!("plan check failed: {}", problems.join("; "));
     }
     Ok(())
 }

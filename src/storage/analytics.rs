@@ -182,49 +182,15 @@ impl Store {
         let b = self.backend();
         let pg = b == sea_orm::DbBackend::Postgres;
         let bucket_expr = bucket_sql(pg, bucket);
-        // Срез под областью и фильтром: `SELECT {cols} FROM event_logs WHERE …{extra}`.
-        let slice = |sql: &mut Sql, cols: &str, extra: &str| {
-            sql.push("SELECT ")
-                .push(cols)
-                .push(" FROM event_logs WHERE ")
-                .push_scope(scope)
-                .push_filter(filter)
-                .push(extra);
-        };
+        let slice = |sql: &mut Sql, cols: &str, extra: &str| push_slice(sql, scope, filter, cols, extra);
 
         let db = &self.db;
         let mut parts = Parts::default();
         let agent_rows = if pg {
-            let mut main = Sql::new(b);
-            main.push(&format!(
-                "SELECT event_type, error_code, tool_name, bucket, GROUPING(event_type) AS g_type, \
-                 GROUPING(error_code) AS g_code, GROUPING(tool_name) AS g_tool, GROUPING(bucket) AS g_bucket, \
-                 {SUMS} FROM ("
-            ));
-            slice(
-                &mut main,
-                &format!("event_type, error_code, tool_name, approval_status, {bucket_expr} AS bucket"),
-                "",
-            );
-            main.push(") e GROUP BY GROUPING SETS ((event_type), (error_code), (tool_name), (bucket), ())");
-            // Агенты и число сессий — одним проходом: внутренние группы по
-            // (сессия, агент) и по сессии, внешняя — по агенту и признаку группировки.
-            let mut agents_pg = Sql::new(b);
-            agents_pg.push(
-                "SELECT agent_id, g, COUNT(*) AS sessions, CAST(SUM(n) AS BIGINT) AS n, \
-                 CAST(SUM(calls) AS BIGINT) AS calls, CAST(SUM(errors) AS BIGINT) AS errors, \
-                 MAX(last_seen) AS last_seen FROM (",
-            );
-            slice(
-                &mut agents_pg,
-                "agent_id, session_id, GROUPING(agent_id) AS g, COUNT(*) AS n, COUNT(error_code) AS errors, \
-                 SUM(CASE WHEN event_type = 'TOOL_REQUEST' THEN 1 ELSE 0 END) AS calls, MAX(created_at) AS last_seen",
-                " GROUP BY GROUPING SETS ((session_id, agent_id), (session_id))",
-            );
-            agents_pg.push(") t GROUP BY g, agent_id");
+            let (main, agents_pg) = pg_statements(scope, filter, bucket);
             let (rows, mixed) = tokio::try_join!(
-                self.query_with_work_mem(main.build()),
-                self.query_with_work_mem(agents_pg.build()),
+                self.query_with_work_mem(main),
+                self.query_with_work_mem(agents_pg),
             )?;
             let mut agent_rows = Vec::with_capacity(mixed.len());
             for r in mixed {
@@ -421,6 +387,80 @@ fn assemble(mut p: Parts) -> Analytics {
             rejected: p.approvals[2],
             timed_out: p.approvals[3],
         },
+    }
+}
+
+/// Срез под областью и фильтром: `SELECT {cols} FROM event_logs WHERE …{extra}`.
+fn push_slice(sql: &mut Sql, scope: &ReadScope, filter: &EventFilter, cols: &str, extra: &str) {
+    sql.push("SELECT ")
+        .push(cols)
+        .push(" FROM event_logs WHERE ")
+        .push_scope(scope)
+        .push_filter(filter)
+        .push(extra);
+}
+
+/// Две инструкции аналитики PostgreSQL: разрезы GROUPING SETS и агенты с числом сессий.
+fn pg_statements(scope: &ReadScope, filter: &EventFilter, bucket: Bucket) -> (sea_orm::Statement, sea_orm::Statement) {
+    let b = sea_orm::DbBackend::Postgres;
+    let bucket_expr = bucket_sql(true, bucket);
+    let slice = |sql: &mut Sql, cols: &str, extra: &str| push_slice(sql, scope, filter, cols, extra);
+    let mut main = Sql::new(b);
+    main.push(&format!(
+        "SELECT event_type, error_code, tool_name, bucket, GROUPING(event_type) AS g_type, \
+         GROUPING(error_code) AS g_code, GROUPING(tool_name) AS g_tool, GROUPING(bucket) AS g_bucket, \
+         {SUMS} FROM ("
+    ));
+    slice(
+        &mut main,
+        &format!("event_type, error_code, tool_name, approval_status, {bucket_expr} AS bucket"),
+        "",
+    );
+    main.push(") e GROUP BY GROUPING SETS ((event_type), (error_code), (tool_name), (bucket), ())");
+    // Агенты и число сессий — одним проходом: внутренние группы по
+    // (сессия, агент) и по сессии, внешняя — по агенту и признаку группировки.
+    let mut agents_pg = Sql::new(b);
+    agents_pg.push(
+        "SELECT agent_id, g, COUNT(*) AS sessions, CAST(SUM(n) AS BIGINT) AS n, \
+         CAST(SUM(calls) AS BIGINT) AS calls, CAST(SUM(errors) AS BIGINT) AS errors, \
+         MAX(last_seen) AS last_seen FROM (",
+    );
+    slice(
+        &mut agents_pg,
+        "agent_id, session_id, GROUPING(agent_id) AS g, COUNT(*) AS n, COUNT(error_code) AS errors, \
+         SUM(CASE WHEN event_type = 'TOOL_REQUEST' THEN 1 ELSE 0 END) AS calls, MAX(created_at) AS last_seen",
+        " GROUP BY GROUPING SETS ((session_id, agent_id), (session_id))",
+    );
+    agents_pg.push(") t GROUP BY g, agent_id");
+    (main.build(), agents_pg.build())
+}
+
+impl Store {
+    /// Планы инструкций аналитики PostgreSQL (EXPLAIN ANALYZE тех же инструкций,
+    /// что выполняет [`Store::analytics`], с тем же `work_mem`).
+    pub async fn explain_analytics(
+        &self,
+        scope: &ReadScope,
+        filter: &EventFilter,
+        bucket: Bucket,
+    ) -> Result<Vec<String>, StorageError> {
+        use sea_orm::TransactionTrait;
+        let (main, agents) = pg_statements(scope, filter, bucket);
+        let mut plans = Vec::new();
+        for mut stmt in [main, agents] {
+            stmt.sql = format!("EXPLAIN (ANALYZE, BUFFERS) {}", stmt.sql);
+            let txn = self.db.begin().await?;
+            txn.execute_unprepared(ANALYTICS_WORK_MEM).await?;
+            let rows = txn.query_all_raw(stmt).await?;
+            txn.commit().await?;
+            plans.push(
+                rows.iter()
+                    .filter_map(|r| r.try_get_by_index::<String>(0).ok())
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            );
+        }
+        Ok(plans)
     }
 }
 

@@ -63,6 +63,47 @@ impl Store {
         offset: usize,
         after: Option<Position>,
     ) -> Result<Page<Event>, StorageError> {
+        let stmt = self.page_statement(scope, filter, order, limit, offset, after);
+        let rows = self.db.query_all_raw(stmt).await?;
+        let b = self.backend();
+        let items = rows
+            .iter()
+            .map(|r| decode_event(r, b))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(page_of(items, limit))
+    }
+
+    /// План страницы (EXPLAIN ANALYZE той же инструкции, что выполняет [`Store::page`]).
+    pub async fn explain_page(
+        &self,
+        scope: &ReadScope,
+        filter: &EventFilter,
+        order: SortOrder,
+        limit: usize,
+    ) -> Result<String, StorageError> {
+        self.explain(self.page_statement(scope, filter, order, limit, 0, None)).await
+    }
+
+    /// EXPLAIN (ANALYZE, BUFFERS) инструкции; строки плана через перевод строки.
+    pub(crate) async fn explain(&self, mut stmt: sea_orm::Statement) -> Result<String, StorageError> {
+        stmt.sql = format!("EXPLAIN (ANALYZE, BUFFERS) {}", stmt.sql);
+        let rows = self.db.query_all_raw(stmt).await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| r.try_get_by_index::<String>(0).ok())
+            .collect::<Vec<_>>()
+            .join("\n"))
+    }
+
+    fn page_statement(
+        &self,
+        scope: &ReadScope,
+        filter: &EventFilter,
+        order: SortOrder,
+        limit: usize,
+        offset: usize,
+        after: Option<Position>,
+    ) -> sea_orm::Statement {
         let mut sql = Sql::new(self.backend());
         sql.push("SELECT ")
             .push(EVENT_COLUMNS)
@@ -87,13 +128,7 @@ impl Store {
             " ORDER BY created_at {dir}, id {dir} LIMIT {} OFFSET {offset}",
             limit + 1
         ));
-        let rows = self.db.query_all_raw(sql.build()).await?;
-        let b = self.backend();
-        let items = rows
-            .iter()
-            .map(|r| decode_event(r, b))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(page_of(items, limit))
+        sql.build()
     }
 
     /// Событие по id, если оно видно в области.
