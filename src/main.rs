@@ -36,7 +36,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    eventlog::telemetry::init("info");
+    eventlog::telemetry::init("info,sqlx=warn");
     let cli = Cli::parse();
     let command = match cli.command {
         Some(c) => c,

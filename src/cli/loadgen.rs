@@ -411,11 +411,15 @@ async fn reads(store: &Store, args: &LoadgenArgs) -> Result<()> {
     for (name, plan) in [
         (
             "user page, eventTypes filter",
-            store.explain_page(&user_scope, &filter, SortOrder::NewestFirst, 50).await?,
+            store
+                .explain_page(&user_scope, &filter, SortOrder::NewestFirst, 50)
+                .await?,
         ),
         (
             "admin page",
-            store.explain_page(&admin_scope, &EventFilter::default(), SortOrder::NewestFirst, 50).await?,
+            store
+                .explain_page(&admin_scope, &EventFilter::default(), SortOrder::NewestFirst, 50)
+                .await?,
         ),
     ] {
         println!("\n-- EXPLAIN {name}\n{plan}");
@@ -423,7 +427,12 @@ async fn reads(store: &Store, args: &LoadgenArgs) -> Result<()> {
             problems.push(format!("{name}: not an index-ordered scan"));
         }
     }
-    for (i, plan) in store.explain_analytics(&admin_scope, &week, Bucket::Hour).await?.into_iter().enumerate() {
+    for (i, plan) in store
+        .explain_analytics(&admin_scope, &week, Bucket::Hour)
+        .await?
+        .into_iter()
+        .enumerate()
+    {
         let name = ["analytics: GROUPING SETS", "analytics: agents and sessions"][i];
         println!("\n-- EXPLAIN {name} (admin, 7 days)\n{plan}");
         if !plan.contains("Index Only Scan") {

@@ -401,7 +401,11 @@ fn push_slice(sql: &mut Sql, scope: &ReadScope, filter: &EventFilter, cols: &str
 }
 
 /// Две инструкции аналитики PostgreSQL: разрезы GROUPING SETS и агенты с числом сессий.
-fn pg_statements(scope: &ReadScope, filter: &EventFilter, bucket: Bucket) -> (sea_orm::Statement, sea_orm::Statement) {
+fn pg_statements(
+    scope: &ReadScope,
+    filter: &EventFilter,
+    bucket: Bucket,
+) -> (sea_orm::Statement, sea_orm::Statement) {
     let b = sea_orm::DbBackend::Postgres;
     let bucket_expr = bucket_sql(true, bucket);
     let slice = |sql: &mut Sql, cols: &str, extra: &str| push_slice(sql, scope, filter, cols, extra);

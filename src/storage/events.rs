@@ -81,7 +81,8 @@ impl Store {
         order: SortOrder,
         limit: usize,
     ) -> Result<String, StorageError> {
-        self.explain(self.page_statement(scope, filter, order, limit, 0, None)).await
+        self.explain(self.page_statement(scope, filter, order, limit, 0, None))
+            .await
     }
 
     /// EXPLAIN (ANALYZE, BUFFERS) инструкции; строки плана через перевод строки.
