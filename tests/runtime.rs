@@ -11,12 +11,14 @@ use eventlog::model::{Event, EventType};
 use eventlog::query::{EventFilter, ReadScope};
 use eventlog::runtime::tools::{Deploy, FlakyService};
 use eventlog::runtime::{
-    AgentRuntime, ApprovalConfig, ApprovalId, ApprovalManager, DemoConfig, Publisher, RuntimeConfig,
-    SessionContext, ToolExecutor, ToolExecutorConfig, ToolExecutorError, UserWorkerSpace, run_demo,
+    AgentRuntime, ApprovalConfig, ApprovalId, ApprovalManager, DemoConfig, Publisher, RiskAssessment,
+    RiskLevel, RuntimeConfig, SessionContext, Tool, ToolError, ToolExecutor, ToolExecutorConfig,
+    ToolExecutorError, ToolType, UserWorkerSpace, run_demo,
 };
 use eventlog::storage::{PoolOptions, Store};
 use futures::StreamExt;
-use serde_json::json;
+use futures::future::BoxFuture;
+use serde_json::{Value, json};
 use uuid::Uuid;
 
 /// SQLite в памяти за `StreamManager`. Таймауты писателя и пула огромны, чтобы
@@ -154,16 +156,123 @@ async fn orchestrated_message_with_a_risky_tool_is_stored_in_order_and_streamed_
     );
     let tool_request = &stored[13];
     assert_eq!(tool_request.tool_name.as_deref(), Some("file_write"));
+    assert_eq!(tool_request.agent_id.as_deref(), Some("code-agent"));
     assert_eq!(tool_request.payload["risk_level"], "HIGH");
+    let required = &stored[14];
+    assert_eq!(required.tool_name.as_deref(), Some("file_write"));
+    assert_eq!(required.approval_status.as_deref(), Some("PENDING"));
+    assert_eq!(required.agent_id.as_deref(), Some("code-agent"));
     let resolved = &stored[15];
     assert_eq!(resolved.approval_status.as_deref(), Some("APPROVED"));
+    assert_eq!(resolved.tool_name.as_deref(), Some("file_write"));
     assert_eq!(resolved.payload["resolved_by"], "bob");
-    assert_eq!(stored[16].payload["status"], "success");
-    assert_eq!(stored[16].error_code, None);
+    let tool_result = &stored[16];
+    assert_eq!(tool_result.payload["status"], "success");
+    assert_eq!(tool_result.error_code, None);
+    assert_eq!(tool_result.tool_name.as_deref(), Some("file_write"));
+    assert_eq!(tool_result.agent_id.as_deref(), Some("code-agent"));
     // …и доставленная живому подписчику та же, с теми же seq.
     let live_ids: Vec<(Uuid, i64)> = seen.iter().map(|e| (e.id, e.seq)).collect();
     let stored_ids: Vec<(Uuid, i64)> = stored.iter().map(|e| (e.id, e.seq)).collect();
     assert_eq!(live_ids, stored_ids);
+}
+
+/// Инструмент, который отвечает огромной ошибкой с негодным кодом.
+struct LoudTool;
+
+impl Tool for LoudTool {
+    fn name(&self) -> &str {
+        "loud"
+    }
+    fn tool_type(&self) -> ToolType {
+        ToolType::Extension
+    }
+    fn assess_risk(&self, _input: &Value) -> RiskAssessment {
+        RiskAssessment::new(RiskLevel::Low).escalate(RiskLevel::Low, "f".repeat(100_000))
+    }
+    fn execute(&self, _input: Value) -> BoxFuture<'_, Result<Value, ToolError>> {
+        Box::pin(async {
+            Err(ToolError::new(
+                format!("upstream exploded: {}", "z".repeat(1000)),
+                "e".repeat(300 * 1024),
+            ))
+        })
+    }
+}
+
+#[tokio::test]
+async fn oversized_user_text_and_tool_errors_are_stored_within_the_payload_limit() {
+    // Arrange: предел input/output исполнителя нарочно огромный, чтобы сработал
+    // и последний рубеж — общий предел нагрузки при публикации.
+    let stream = memory_stream().await;
+    let mut cfg = RuntimeConfig::default();
+    cfg.tools.max_payload_bytes = 1024 * 1024;
+    let runtime = AgentRuntime::start(stream.clone(), cfg);
+    runtime.tools.register(Arc::new(LoudTool));
+    let ctx = SessionContext::new_session("alice", Uuid::now_v7());
+    let space = UserWorkerSpace::new(runtime.router.clone(), ctx.clone());
+    let request = format!("Research {}", "benchmarks ".repeat(200 * 1024 / 11));
+    assert!(request.len() >= 200 * 1024);
+
+    // Act
+    space.send(&request).await.unwrap();
+    space.call_agent("research-agent", &request).await.unwrap();
+    let err = runtime
+        .tools
+        .call(&ctx, "research-agent", "loud", json!({ "q": request }))
+        .await
+        .unwrap_err();
+    runtime.shutdown().await;
+    stream.shutdown().await;
+    let stored = stored_session(&stream, &ctx).await;
+
+    // Assert: всё опубликованное записано…
+    assert_eq!(stored.len() as u64, runtime.publisher.stats().total());
+    assert_eq!(runtime.publisher.stats().dropped, 0);
+    // …и каждое событие в пределах SPEC §2.
+    let code_ok = |c: &str| {
+        c.len() <= 64
+            && c.starts_with(|ch: char| ch.is_ascii_uppercase())
+            && c.chars()
+                .all(|ch| ch.is_ascii_uppercase() || ch.is_ascii_digit() || ch == '_')
+    };
+    for e in &stored {
+        let size = serde_json::to_string(&e.payload).unwrap().len();
+        assert!(size <= 64 * 1024, "{} payload is {size} bytes", e.event_type);
+        if let Some(code) = &e.error_code {
+            assert!(code_ok(code), "{code}");
+        }
+    }
+    // Огромные input/output ужаты последним рубежом и помечены.
+    let marked: Vec<&Event> = stored
+        .iter()
+        .filter(|e| e.payload.get("payload_truncated") == Some(&json!(true)))
+        .collect();
+    assert!(
+        marked.iter().any(|e| e.event_type == "TOOL_REQUEST")
+            && marked.iter().any(|e| e.event_type == "TOOL_RESULT"),
+        "{:?}",
+        marked.iter().map(|e| &e.event_type).collect::<Vec<_>>()
+    );
+    // План: `steps[].query` усечён прицельно.
+    for plan in stored.iter().filter(|e| e.event_type == "TASK_PLAN_CREATED") {
+        let query = plan.payload["steps"][0]["query"].as_str().unwrap();
+        assert!(query.len() < 1024, "{}", query.len());
+    }
+    // Ошибка инструмента: код очищен, сообщение и трасса усечены, запись есть.
+    assert!(code_ok(err.code()) && err.code().starts_with("UPSTREAM_EXPLODED_"));
+    let error = stored
+        .iter()
+        .find(|e| e.event_type == "ERROR")
+        .expect("the tool error is stored");
+    assert_eq!(error.error_code.as_deref(), Some(err.code()));
+    assert_eq!(error.payload["tool_name"], "loud");
+    assert_eq!(error.payload["agent_id"], "research-agent");
+    assert!(error.payload["error_message"].as_str().unwrap().len() <= 8 * 1024 + 3);
+    assert!(error.payload["stack_trace"].as_str().unwrap().len() <= 8 * 1024 + 3);
+    let result = stored.last().unwrap();
+    assert_eq!(result.event_type, "TOOL_RESULT");
+    assert_eq!(result.error_code.as_deref(), Some(err.code()));
 }
 
 #[tokio::test]

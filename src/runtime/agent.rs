@@ -23,7 +23,7 @@ use futures::future::BoxFuture;
 use serde_json::{Value, json};
 
 use super::bus::TaskError;
-use super::context::{stable_hash, unit_interval};
+use super::context::{MAX_NAME_BYTES, MAX_TEXT_BYTES, clip, stable_hash, unit_interval};
 use super::tools::Calculator;
 
 /// Насколько агент подходит к запросу.
@@ -91,17 +91,25 @@ impl PlanStep {
         }
     }
 
-    /// Описание шага для массива `steps` события `TASK_PLAN_CREATED`.
+    /// Описание шага для массива `steps` события `TASK_PLAN_CREATED`. Строки
+    /// усечены: `query` (обычно это текст пользователя) — до 500 байт, имена — до
+    /// 256 байт (усечённая строка кончается на «…»).
+    ///
+    /// ```
+    /// use eventlog::runtime::{PlanStep, StepAction};
+    /// let step = PlanStep::new("look up", StepAction::RetrieveContext { query: "x".repeat(10_000) });
+    /// assert!(step.describe(0)["query"].as_str().unwrap().len() < 600);
+    /// ```
     pub fn describe(&self, index: usize) -> Value {
         let mut v = json!({
             "step": index,
-            "name": self.name,
+            "name": clip(&self.name, MAX_NAME_BYTES),
             "action": self.action.kind(),
         });
         match &self.action {
-            StepAction::CallTool { tool, .. } => v["tool_name"] = json!(tool),
-            StepAction::Delegate { job, .. } => v["job"] = json!(job),
-            StepAction::RetrieveContext { query } => v["query"] = json!(query),
+            StepAction::CallTool { tool, .. } => v["tool_name"] = json!(clip(tool, MAX_NAME_BYTES)),
+            StepAction::Delegate { job, .. } => v["job"] = json!(clip(job, MAX_NAME_BYTES)),
+            StepAction::RetrieveContext { query } => v["query"] = json!(clip(query, MAX_TEXT_BYTES)),
             StepAction::Respond => {}
         }
         v
@@ -226,10 +234,15 @@ fn keyword_score(request: &str, keywords: &[&str]) -> AgentScore {
 }
 
 /// Первое вычислимое арифметическое выражение в тексте (с оператором).
+/// Фрагменты длиннее [`Calculator::MAX_EXPRESSION_LEN`] не рассматриваются, а
+/// слишком глубокие калькулятор отвергает сам: текст пользователя не может
+/// переполнить стек.
 pub(crate) fn extract_expression(text: &str) -> Option<String> {
     let allowed = |c: char| c.is_ascii_digit() || "+-*/(). ".contains(c);
     text.split(|c: char| !allowed(c))
         .map(str::trim)
+        // Все допустимые символы — ASCII, так что байты = символы.
+        .filter(|s| s.len() <= Calculator::MAX_EXPRESSION_LEN)
         .filter(|s| s.chars().any(|c| c.is_ascii_digit()) && s.chars().skip(1).any(|c| "+-*/".contains(c)))
         .find(|s| Calculator::evaluate(s).is_ok())
         .map(str::to_owned)
@@ -725,5 +738,39 @@ mod tests {
         );
         assert_eq!(extract_expression("what is 2 + 2?").as_deref(), Some("2 + 2"));
         assert_eq!(extract_expression("version 1.2 of v3"), None);
+    }
+
+    #[test]
+    fn a_100k_paren_message_does_not_overflow_the_stack_in_score_or_plan() {
+        // Arrange: без предела глубины разбор такого сообщения переполнял стек.
+        let flood = format!("What is {}1 + 1{}?", "(".repeat(100_000), ")".repeat(100_000));
+        let open_only = format!("What is {}2 * 3", "(".repeat(100_000));
+        let deep_but_short = format!("What is {}2 * 3{}?", "(".repeat(1000), ")".repeat(1000));
+
+        for msg in [&flood, &open_only, &deep_but_short] {
+            // Act
+            let general = GeneralAgent.score(msg);
+            let general_plan = GeneralAgent.plan(msg);
+            let research_plan = ResearchAgent.plan(msg);
+
+            // Assert: выражения нет — калькулятор не вызывается.
+            assert_eq!(extract_expression(msg), None);
+            assert_eq!(general.score, 0.1);
+            assert!(matches!(
+                general_plan[0].action,
+                StepAction::RetrieveContext { .. }
+            ));
+            assert!(
+                !research_plan
+                    .iter()
+                    .any(|s| matches!(&s.action, StepAction::CallTool { tool, .. } if tool == "calculator"))
+            );
+            // Описание шага в TASK_PLAN_CREATED не тащит весь текст.
+            let described = general_plan[0].describe(0);
+            assert!(described["query"].as_str().unwrap().len() <= MAX_TEXT_BYTES + '…'.len_utf8());
+        }
+        // Нормальное выражение рядом с мусором по-прежнему находится.
+        let mixed = format!("{} and also 6 * 7", "(".repeat(100_000));
+        assert_eq!(extract_expression(&mixed).as_deref(), Some("6 * 7"));
     }
 }

@@ -8,13 +8,18 @@
 //!
 //! События (SPEC §3):
 //! - `APPROVAL_REQUIRED` — при [`ApprovalManager::request`]: `tool_name`,
-//!   `approval_status=PENDING`; нагрузка `approval_id`, `expires_at`, `risk_level`,
-//!   `reason` (+ `tool_name`, `tool_call_id`, `agent_id`, `expires_in_ms`).
-//! - `APPROVAL_RESOLVED` — при [`ApprovalManager::resolve`]: `APPROVED`/`REJECTED`;
-//!   `approval_id`, `resolved_by`, `comment`, `wait_ms`.
+//!   `approval_status=PENDING`, `agent_id` (если он есть в запросе); нагрузка
+//!   `approval_id`, `expires_at`, `risk_level`, `reason` (+ `tool_name`,
+//!   `tool_call_id`, `agent_id`, `expires_in_ms`).
+//! - `APPROVAL_RESOLVED` — при [`ApprovalManager::resolve`]: `APPROVED`/`REJECTED`,
+//!   `tool_name`; `approval_id`, `resolved_by`, `comment`, `wait_ms`.
 //! - `APPROVAL_TIMEOUT_WARNING` — ровно за [`WARNING_BEFORE_EXPIRY`] (30 с) до
-//!   истечения: `PENDING`; `approval_id`, `expires_at`, `seconds_left`.
-//! - `APPROVAL_TIMEOUT` — при истечении: `TIMEOUT`; `approval_id`, `waited_ms`.
+//!   истечения: `PENDING`, `tool_name`; `approval_id`, `expires_at`, `seconds_left`.
+//! - `APPROVAL_TIMEOUT` — при истечении: `TIMEOUT`, `tool_name`; `approval_id`,
+//!   `waited_ms`.
+//!
+//! Строки от людей и инструментов в нагрузке усечены: `reason` и `comment` — до
+//! 8 КиБ, `resolved_by` — до 256 байт.
 //!
 //! # Таймеры
 //!
@@ -27,6 +32,11 @@
 //! отдельного предупреждения нет, о сроке говорит `expires_at` в
 //! `APPROVAL_REQUIRED`, затем приходит `APPROVAL_RESOLVED` или `APPROVAL_TIMEOUT`.
 //! Решение, пришедшее в тот же тик, что и срок, проигрывает сроку: срок включителен.
+//! Таймер tokio срабатывает с точностью до миллисекунды (округляя вверх), поэтому
+//! перед каждой командой задача сама обрабатывает наступившие сроки: команда,
+//! пришедшая в момент срока или позже, всегда видит его уже обработанным.
+//! Ключи таймеров хранятся в записи согласования, и решение снимает его таймеры:
+//! память не растёт с числом решённых согласований.
 //!
 //! Вызывают: [`ToolExecutor`](super::ToolExecutor) (запросы перед рискованными
 //! инструментами) и люди/автоматы, принимающие решения (`resolve`).
@@ -43,7 +53,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep_until};
 use uuid::Uuid;
 
-use super::context::{Publisher, SessionContext, millis};
+use super::context::{MAX_ERROR_TEXT_BYTES, MAX_NAME_BYTES, Publisher, SessionContext, clip, millis};
 use super::tool_executor::RiskLevel;
 use crate::model::{ApprovalStatus, EventType};
 
@@ -340,6 +350,11 @@ enum Command {
     Pending {
         reply: Reply<Vec<ApprovalInfo>>,
     },
+    /// Сколько таймеров держит задача (для тестов утечки таймеров).
+    #[cfg(test)]
+    TimerCount {
+        reply: Reply<usize>,
+    },
 }
 
 impl ApprovalManager {
@@ -405,6 +420,12 @@ impl ApprovalManager {
     pub async fn pending(&self) -> Result<Vec<ApprovalInfo>, ApprovalError> {
         self.call(|reply| Command::Pending { reply }).await
     }
+
+    /// Сколько таймеров (предупреждений и сроков) держит задача менеджера.
+    #[cfg(test)]
+    pub(crate) async fn timer_count(&self) -> Result<usize, ApprovalError> {
+        self.call(|reply| Command::TimerCount { reply }).await
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -420,7 +441,13 @@ struct Pending {
     decision: oneshot::Sender<Decision>,
     requested_at: Instant,
     deadline: Instant,
+    /// Ключи таймеров этого согласования в [`ManagerTask::timers`]; решение их
+    /// снимает.
+    timer_keys: Vec<TimerKey>,
 }
+
+/// Ключ таймера: срок и порядковый номер (различает одинаковые моменты).
+type TimerKey = (Instant, u64);
 
 /// Задача, владеющая всеми открытыми согласованиями и их таймерами.
 struct ManagerTask {
@@ -430,8 +457,8 @@ struct ManagerTask {
     config: ApprovalConfig,
     pending: HashMap<ApprovalId, Pending>,
     /// Таймеры по сроку; второй элемент ключа различает одинаковые моменты.
-    /// Таймеры решённых согласований не удаляются, а пропускаются при срабатывании.
-    timers: BTreeMap<(Instant, u64), (ApprovalId, TimerKind)>,
+    /// Таймеры решённого или истёкшего согласования снимаются вместе с ним.
+    timers: BTreeMap<TimerKey, (ApprovalId, TimerKind)>,
     timer_seq: u64,
     /// Итоги завершённых согласований (ограниченная история).
     history: HashMap<ApprovalId, ApprovalStatus>,
@@ -454,7 +481,13 @@ impl ManagerTask {
                 }
                 // Команда от дескриптора; `None` — все дескрипторы брошены.
                 cmd = self.rx.recv(), if accepting => match cmd {
-                    Some(cmd) => self.handle(cmd),
+                    Some(cmd) => {
+                        // Таймер tokio округляет срок вверх до миллисекунды, так
+                        // что наступивший срок мог ещё не разбудить задачу: он всё
+                        // равно обрабатывается раньше команды.
+                        self.fire_due_timers();
+                        self.handle(cmd);
+                    }
                     None => accepting = false,
                 },
             }
@@ -483,12 +516,25 @@ impl ManagerTask {
                 list.sort_by_key(|p| (p.deadline, p.info.id));
                 let _ = reply.send(Ok(list.into_iter().map(|p| p.info.clone()).collect()));
             }
+            #[cfg(test)]
+            Command::TimerCount { reply } => {
+                let _ = reply.send(Ok(self.timers.len()));
+            }
         }
     }
 
-    fn add_timer(&mut self, at: Instant, id: ApprovalId, kind: TimerKind) {
+    fn add_timer(&mut self, at: Instant, id: ApprovalId, kind: TimerKind) -> TimerKey {
         self.timer_seq += 1;
-        self.timers.insert((at, self.timer_seq), (id, kind));
+        let key = (at, self.timer_seq);
+        self.timers.insert(key, (id, kind));
+        key
+    }
+
+    /// Снимает оставшиеся таймеры завершённого согласования.
+    fn cancel_timers(&mut self, keys: &[TimerKey]) {
+        for key in keys {
+            self.timers.remove(key);
+        }
     }
 
     fn open(&mut self, ctx: SessionContext, req: ApprovalRequest) -> PendingApproval {
@@ -505,7 +551,7 @@ impl ManagerTask {
             .unwrap_or(DateTime::<Utc>::MAX_UTC);
         let (tx, rx) = oneshot::channel();
 
-        let event = ctx
+        let mut event = ctx
             .event(EventType::ApprovalRequired)
             .tool(req.tool_name.clone())
             .approval(ApprovalStatus::Pending)
@@ -513,19 +559,23 @@ impl ManagerTask {
                 "approval_id": id.to_string(),
                 "expires_at": rfc3339(expires_at),
                 "risk_level": req.risk_level.as_str(),
-                "reason": req.reason,
+                "reason": clip(&req.reason, MAX_ERROR_TEXT_BYTES),
                 "tool_name": req.tool_name,
                 "tool_call_id": req.tool_call_id,
                 "agent_id": req.agent_id,
                 "expires_in_ms": millis(expires_in),
             }));
+        if let Some(agent_id) = &req.agent_id {
+            event = event.agent(agent_id.as_str());
+        }
         self.publisher.publish(event);
         tracing::debug!(%id, tool_name = %req.tool_name, expires_in_ms = millis(expires_in), "Approval requested.");
 
+        let mut timer_keys = Vec::with_capacity(2);
         if expires_in > WARNING_BEFORE_EXPIRY {
-            self.add_timer(deadline - WARNING_BEFORE_EXPIRY, id, TimerKind::Warning);
+            timer_keys.push(self.add_timer(deadline - WARNING_BEFORE_EXPIRY, id, TimerKind::Warning));
         }
-        self.add_timer(deadline, id, TimerKind::Expiry);
+        timer_keys.push(self.add_timer(deadline, id, TimerKind::Expiry));
 
         let info = ApprovalInfo {
             id,
@@ -545,6 +595,7 @@ impl ManagerTask {
                 decision: tx,
                 requested_at: now,
                 deadline,
+                timer_keys,
             },
         );
         PendingApproval {
@@ -569,6 +620,7 @@ impl ManagerTask {
                 None => ApprovalError::UnknownId(id),
             });
         };
+        self.cancel_timers(&p.timer_keys);
         let decision = if approved {
             Decision::Approved {
                 resolved_by: resolved_by.clone(),
@@ -585,11 +637,12 @@ impl ManagerTask {
             .info
             .session
             .event(EventType::ApprovalResolved)
+            .tool(p.info.tool_name.as_str())
             .approval(decision.status())
             .payload(json!({
                 "approval_id": id.to_string(),
-                "resolved_by": resolved_by,
-                "comment": comment,
+                "resolved_by": clip(&resolved_by, MAX_NAME_BYTES),
+                "comment": comment.as_deref().map(|c| clip(c, MAX_ERROR_TEXT_BYTES)),
                 "wait_ms": wait_ms,
                 "tool_name": p.info.tool_name,
                 "tool_call_id": p.info.tool_call_id,
@@ -625,6 +678,7 @@ impl ManagerTask {
             .info
             .session
             .event(EventType::ApprovalTimeoutWarning)
+            .tool(p.info.tool_name.as_str())
             .approval(ApprovalStatus::Pending)
             .payload(json!({
                 "approval_id": id.to_string(),
@@ -641,11 +695,14 @@ impl ManagerTask {
         let Some(p) = self.pending.remove(&id) else {
             return;
         };
+        // Сработавший таймер уже снят; снимаем остальные (если были).
+        self.cancel_timers(&p.timer_keys);
         let waited_ms = millis(now.saturating_duration_since(p.requested_at));
         let event = p
             .info
             .session
             .event(EventType::ApprovalTimeout)
+            .tool(p.info.tool_name.as_str())
             .approval(ApprovalStatus::Timeout)
             .payload(json!({
                 "approval_id": id.to_string(),
@@ -737,7 +794,10 @@ mod tests {
         );
         let (req, warn, timeout) = (&events[0], &events[1], &events[2]);
         assert_eq!(req.tool_name.as_deref(), Some("deploy"));
+        assert_eq!(req.agent_id.as_deref(), Some("ops-agent"));
         assert_eq!(req.approval_status.as_deref(), Some("PENDING"));
+        assert_eq!(warn.tool_name.as_deref(), Some("deploy"));
+        assert_eq!(timeout.tool_name.as_deref(), Some("deploy"));
         assert_eq!(req.error_code, None);
         has_keys(req, &["approval_id", "expires_at", "risk_level", "reason"]);
         assert_eq!(req.payload["approval_id"], id.to_string());
@@ -807,7 +867,7 @@ mod tests {
         );
         let res = &events[2];
         assert_eq!(res.approval_status.as_deref(), Some("APPROVED"));
-        assert_eq!(res.tool_name, None);
+        assert_eq!(res.tool_name.as_deref(), Some("deploy"));
         has_keys(res, &["approval_id", "resolved_by", "comment", "wait_ms"]);
         assert_eq!(res.payload["resolved_by"], "bob");
         assert_eq!(res.payload["comment"], "ship it");
@@ -937,5 +997,115 @@ mod tests {
         tokio::time::resume();
         let events = drain_session(&stream, &ctx).await;
         assert_eq!(types(&events), ["APPROVAL_REQUIRED", "APPROVAL_TIMEOUT"]);
+    }
+
+    #[tokio::test]
+    async fn the_warning_fires_at_expiry_minus_30s_and_not_a_millisecond_earlier() {
+        // Arrange: счётчики публикатора видны сразу, без чтения базы.
+        let stream = memory_stream().await;
+        let publisher = Publisher::new(stream.clone());
+        let manager = ApprovalManager::start(publisher.clone(), ApprovalConfig::default());
+        let ctx = session();
+        let warnings = || publisher.stats().count(EventType::ApprovalTimeoutWarning);
+        tokio::time::pause();
+        let start = Instant::now();
+        let pending = manager
+            .request(&ctx, deploy(Duration::from_secs(60)))
+            .await
+            .unwrap();
+        assert_eq!(Instant::now(), start, "the clock must not move while requesting");
+        let warn_at = start + Duration::from_secs(60) - WARNING_BEFORE_EXPIRY;
+
+        // Act 1: за 1 мс до момента предупреждения. Круг через задачу менеджера
+        // (`pending`) гарантирует, что наступившие таймеры уже обработаны: сроки
+        // идут раньше команд.
+        tokio::time::advance(warn_at - Duration::from_millis(1) - Instant::now()).await;
+        manager.pending().await.unwrap();
+
+        // Assert 1
+        assert_eq!(Instant::now(), warn_at - Duration::from_millis(1));
+        assert_eq!(warnings(), 0, "no warning before expiry - 30 s");
+
+        // Act 2: ровно expiry − 30 с.
+        tokio::time::advance(Duration::from_millis(1)).await;
+        manager.pending().await.unwrap();
+
+        // Assert 2
+        assert_eq!(Instant::now(), warn_at);
+        assert_eq!(warnings(), 1, "exactly one warning at expiry - 30 s");
+        tokio::time::advance(Duration::from_secs(29)).await;
+        manager.pending().await.unwrap();
+        assert_eq!(warnings(), 1, "the warning is not repeated");
+        manager.resolve(pending.id, true, "bob", None).await.unwrap();
+        tokio::time::resume();
+        stream.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn resolved_approvals_leave_no_timers_behind() {
+        // Arrange
+        let (stream, manager, ctx) = setup().await;
+        let n = 200;
+        let mut ids = Vec::new();
+        for _ in 0..n {
+            let p = manager
+                .request(&ctx, deploy(Duration::from_secs(3600)))
+                .await
+                .unwrap();
+            ids.push(p.id);
+        }
+        let short = manager
+            .request(&ctx, deploy(Duration::from_secs(10)))
+            .await
+            .unwrap();
+        assert_eq!(manager.timer_count().await.unwrap(), 2 * n + 1);
+
+        // Act
+        for (i, id) in ids.iter().enumerate() {
+            manager.resolve(*id, i % 2 == 0, "bob", None).await.unwrap();
+        }
+        let after_resolve = manager.timer_count().await.unwrap();
+        manager.resolve(short.id, false, "bob", None).await.unwrap();
+
+        // Assert: таймер остался только у ещё открытого, затем — ни одного.
+        assert_eq!(after_resolve, 1);
+        assert_eq!(manager.timer_count().await.unwrap(), 0);
+        assert!(manager.pending().await.unwrap().is_empty());
+        stream.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn expiry_removes_the_remaining_timers_of_the_approval() {
+        let (stream, manager, ctx) = setup().await;
+        tokio::time::pause();
+        let pending = manager
+            .request(&ctx, deploy(Duration::from_secs(45)))
+            .await
+            .unwrap();
+        assert_eq!(manager.timer_count().await.unwrap(), 2);
+        assert_eq!(pending.decision().await.unwrap(), Decision::TimedOut);
+        assert_eq!(manager.timer_count().await.unwrap(), 0);
+        tokio::time::resume();
+        stream.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn long_human_comments_and_reasons_are_truncated_in_payloads() {
+        let (stream, manager, ctx) = setup().await;
+        let req = ApprovalRequest::new("deploy", RiskLevel::Critical, "r".repeat(100_000));
+        let pending = manager.request(&ctx, req).await.unwrap();
+        manager
+            .resolve(pending.id, false, "b".repeat(10_000), Some("c".repeat(200_000)))
+            .await
+            .unwrap();
+        let events = drain_session(&stream, &ctx).await;
+        assert_eq!(types(&events), ["APPROVAL_REQUIRED", "APPROVAL_RESOLVED"]);
+        assert_eq!(events[0].agent_id, None, "no agent in the request");
+        let reason = events[0].payload["reason"].as_str().unwrap();
+        assert!(reason.len() <= MAX_ERROR_TEXT_BYTES + 3 && reason.ends_with('…'));
+        let comment = events[1].payload["comment"].as_str().unwrap();
+        assert!(comment.len() <= MAX_ERROR_TEXT_BYTES + 3 && comment.ends_with('…'));
+        assert!(events[1].payload["resolved_by"].as_str().unwrap().len() <= MAX_NAME_BYTES + 3);
+        assert_eq!(events[1].tool_name.as_deref(), Some("deploy"));
     }
 }

@@ -5,14 +5,29 @@
 //!   `queue_position` (1 — следующая на выдачу; + `task_name`, `queue_capacity`).
 //! - `TASK_DEQUEUED`, когда исполнитель взял задачу: `agent_id`; `task_id`,
 //!   `worker_id`, `wait_ms` (+ `task_name`).
-//! - `ERROR`, если задача вернула ошибку или запаниковала: `error_code`;
-//!   `error_message`, `stack_trace`, `source="agent_bus"` (+ `task_id`,
-//!   `worker_id`, `agent_id`). Исполнитель после этого продолжает работу.
+//! - `ERROR`, если задача вернула ошибку или запаниковала: `error_code`,
+//!   `agent_id`; `error_message`, `stack_trace` (оба до 8 КиБ),
+//!   `source="agent_bus"` (+ `task_id`, `worker_id`, `agent_id`). Код ошибки
+//!   задачи приводится к виду колонки (запасной код
+//!   [`TASK_ERROR`](super::codes::TASK_ERROR)). Исполнитель после этого
+//!   продолжает работу.
 //!
 //! `TASK_QUEUED` испускается после резервирования места в очереди, но до того,
 //! как задача в неё попала: так исполнитель не может испустить `TASK_DEQUEUED`
 //! раньше, а отказ из-за полной очереди ([`BusError::QueueFull`]) не оставляет
-//! в журнале `TASK_QUEUED` несуществующей задачи.
+//! в журнале `TASK_QUEUED` несуществующей задачи. Резервирование и выбор
+//! `queue_position` идут под одним замком, поэтому одновременные постановки
+//! получают разные позиции.
+//!
+//! # Остановка
+//!
+//! [`AgentBus::shutdown`] сначала перестаёт принимать задачи, затем исполнители
+//! закрывают получатель очереди и выбирают её до конца (`recv` до `None`).
+//! Закрытый канал `None` отдаёт лишь тогда, когда в нём нет задач и нет
+//! выданных, но ещё не использованных резервирований — поэтому задача, место
+//! для которой зарезервировано до остановки, а отправлено после, всё равно
+//! исполняется: каждая принятая задача (каждый `TASK_QUEUED`) доходит до
+//! исполнителя.
 //!
 //! Вызывают: [`OrchestratorRouter`](super::OrchestratorRouter) (шаги плана,
 //! делегированные исполнителям) и приложения.
@@ -33,7 +48,10 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use super::codes;
-use super::context::{Publisher, SessionContext, millis, panic_message, stack_trace};
+use super::context::{
+    MAX_ERROR_TEXT_BYTES, MAX_NAME_BYTES, Publisher, SessionContext, clip, millis, panic_message,
+    sanitize_error_code, stack_trace,
+};
 use crate::model::EventType;
 
 /// Число исполнителей по умолчанию.
@@ -280,6 +298,9 @@ struct Inner {
     publisher: Publisher,
     capacity: usize,
     closed: AtomicBool,
+    /// Делает резервирование места и расчёт `queue_position` одним шагом:
+    /// иначе две одновременные постановки видят одну глубину очереди.
+    reserve_lock: std::sync::Mutex<()>,
     /// Отмена: исполнители дорабатывают очередь и выходят.
     cancel: CancellationToken,
     tracker: TaskTracker,
@@ -319,6 +340,7 @@ impl AgentBus {
                 publisher,
                 capacity,
                 closed: AtomicBool::new(false),
+                reserve_lock: std::sync::Mutex::new(()),
                 cancel,
                 tracker,
             }),
@@ -333,44 +355,58 @@ impl AgentBus {
         agent_id: &str,
         task: BusTask,
     ) -> Result<TaskTicket, BusError> {
+        Ok(self.reserve(ctx, agent_id, task)?.send())
+    }
+
+    /// Первая половина [`Self::submit_task`]: резервирует место, выбирает
+    /// позицию и испускает `TASK_QUEUED`; задача попадает в очередь при
+    /// [`Reservation::send`].
+    fn reserve<'a>(
+        &'a self,
+        ctx: &SessionContext,
+        agent_id: &str,
+        task: BusTask,
+    ) -> Result<Reservation<'a>, BusError> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(BusError::Closed);
         }
-        let permit = match self.inner.tx.try_reserve() {
-            Ok(p) => p,
-            Err(mpsc::error::TrySendError::Full(())) => {
-                tracing::warn!(capacity = self.inner.capacity, task_name = %task.name, "Agent bus queue is full.");
-                return Err(BusError::QueueFull {
-                    capacity: self.inner.capacity,
-                });
-            }
-            Err(mpsc::error::TrySendError::Closed(())) => return Err(BusError::Closed),
+        let (permit, queue_position) = {
+            let _guard = self
+                .inner
+                .reserve_lock
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let permit = match self.inner.tx.try_reserve() {
+                Ok(p) => p,
+                Err(mpsc::error::TrySendError::Full(())) => {
+                    tracing::warn!(capacity = self.inner.capacity, task_name = %task.name, "Agent bus queue is full.");
+                    return Err(BusError::QueueFull {
+                        capacity: self.inner.capacity,
+                    });
+                }
+                Err(mpsc::error::TrySendError::Closed(())) => return Err(BusError::Closed),
+            };
+            // Место уже занято нашим разрешением, поэтому позиция ≥ 1.
+            (permit, self.queue_depth().max(1))
         };
-        // Место уже занято нашим разрешением, поэтому позиция ≥ 1.
-        let queue_position = self.queue_depth().max(1);
         let task_id = TaskId::new();
         self.inner
             .publisher
             .publish(ctx.event(EventType::TaskQueued).agent(agent_id).payload(json!({
                 "task_id": task_id.to_string(),
                 "queue_position": queue_position,
-                "task_name": task.name,
+                "task_name": clip(&task.name, MAX_NAME_BYTES),
                 "queue_capacity": self.inner.capacity,
             })));
-        let (reply, result) = oneshot::channel();
-        permit.send(Job {
-            task_id,
-            ctx: ctx.clone(),
-            agent_id: agent_id.to_owned(),
-            name: task.name,
-            work: task.work,
-            enqueued_at: Instant::now(),
-            reply,
-        });
-        Ok(TaskTicket {
+        Ok(Reservation {
+            permit,
             task_id,
             queue_position,
-            result,
+            job: PendingJob {
+                ctx: ctx.clone(),
+                agent_id: agent_id.to_owned(),
+                task,
+            },
         })
     }
 
@@ -392,6 +428,44 @@ impl AgentBus {
     }
 }
 
+/// Задача, чья очередь уже зарезервирована (и `TASK_QUEUED` испущен), но ещё не
+/// отправлена исполнителям.
+struct Reservation<'a> {
+    permit: mpsc::Permit<'a, Job>,
+    task_id: TaskId,
+    queue_position: usize,
+    job: PendingJob,
+}
+
+struct PendingJob {
+    ctx: SessionContext,
+    agent_id: String,
+    task: BusTask,
+}
+
+impl Reservation<'_> {
+    /// Кладёт задачу в очередь. Исполнители выбирают очередь до конца и после
+    /// остановки, так что задача будет исполнена.
+    fn send(self) -> TaskTicket {
+        let (reply, result) = oneshot::channel();
+        let PendingJob { ctx, agent_id, task } = self.job;
+        self.permit.send(Job {
+            task_id: self.task_id,
+            ctx,
+            agent_id,
+            name: task.name,
+            work: task.work,
+            enqueued_at: Instant::now(),
+            reply,
+        });
+        TaskTicket {
+            task_id: self.task_id,
+            queue_position: self.queue_position,
+            result,
+        }
+    }
+}
+
 /// Один исполнитель шины.
 struct Worker {
     worker_id: String,
@@ -407,14 +481,23 @@ impl Worker {
         loop {
             let job = {
                 let mut rx = self.rx.lock().await;
-                if self.cancel.is_cancelled() {
-                    rx.try_recv().ok()
+                let received = if self.cancel.is_cancelled() {
+                    None
                 } else {
                     tokio::select! {
-                        // Следующая задача; `None` — все дескрипторы шины брошены.
-                        job = rx.recv() => job,
-                        // Остановка: берём только то, что уже в очереди.
-                        _ = self.cancel.cancelled() => rx.try_recv().ok(),
+                        // Следующая задача; `None` внутри — все дескрипторы брошены.
+                        job = rx.recv() => Some(job),
+                        _ = self.cancel.cancelled() => None,
+                    }
+                };
+                match received {
+                    Some(job) => job,
+                    // Остановка: новых резервирований больше нет, а очередь и уже
+                    // выданные резервирования выбираются до конца — `recv` вернёт
+                    // `None`, только когда не останется ни того, ни другого.
+                    None => {
+                        rx.close();
+                        rx.recv().await
                     }
                 }
             };
@@ -434,19 +517,23 @@ impl Worker {
                     "task_id": job.task_id.to_string(),
                     "worker_id": self.worker_id,
                     "wait_ms": wait_ms,
-                    "task_name": job.name,
+                    "task_name": clip(&job.name, MAX_NAME_BYTES),
                 })),
         );
         let outcome = AssertUnwindSafe(job.work).catch_unwind().await;
         let result = match outcome {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(source)) => Err((
-                BusError::TaskFailed {
-                    task_id: job.task_id,
-                    source,
-                },
-                "task_error",
-            )),
+            Ok(Err(mut source)) => {
+                // Код задачи идёт в колонку `error_code` (varchar(64)).
+                source.code = sanitize_error_code(&source.code, codes::TASK_ERROR);
+                Err((
+                    BusError::TaskFailed {
+                        task_id: job.task_id,
+                        source,
+                    },
+                    "task_error",
+                ))
+            }
             Err(panic) => Err((
                 BusError::TaskPanicked {
                     task_id: job.task_id,
@@ -459,7 +546,11 @@ impl Worker {
             tracing::debug!(task_id = %job.task_id, worker_id = %self.worker_id, code = err.code(), error = %err, "Agent bus task failed.");
             let trace = stack_trace(&[
                 format!("{error_type}: {err}"),
-                format!("  in task `{}` ({})", job.name, job.task_id),
+                format!(
+                    "  in task `{}` ({})",
+                    clip(&job.name, MAX_NAME_BYTES),
+                    job.task_id
+                ),
                 format!(
                     "  on {} for agent `{}`, session {}",
                     self.worker_id, job.agent_id, job.ctx.session_id
@@ -468,14 +559,15 @@ impl Worker {
             self.publisher.publish(
                 job.ctx
                     .event(EventType::Error)
+                    .agent(job.agent_id.as_str())
                     .error_code(err.code())
                     .payload(json!({
-                        "error_message": err.to_string(),
-                        "stack_trace": trace,
+                        "error_message": clip(&err.to_string(), MAX_ERROR_TEXT_BYTES),
+                        "stack_trace": clip(&trace, MAX_ERROR_TEXT_BYTES),
                         "source": "agent_bus",
                         "error_type": error_type,
                         "task_id": job.task_id.to_string(),
-                        "task_name": job.name,
+                        "task_name": clip(&job.name, MAX_NAME_BYTES),
                         "worker_id": self.worker_id,
                         "agent_id": job.agent_id,
                     })),
@@ -634,6 +726,11 @@ mod tests {
                 &["error_message", "stack_trace", "source", "task_id", "worker_id"],
             );
             assert_eq!(e.payload["source"], "agent_bus");
+            assert_eq!(
+                e.agent_id.as_deref(),
+                Some("a"),
+                "ERROR carries the agent_id column"
+            );
         }
         assert!(
             errors[1].payload["stack_trace"]
@@ -689,5 +786,138 @@ mod tests {
         assert_eq!(late.unwrap_err(), BusError::Closed);
         assert_eq!(bus.queue_depth(), 0);
         stream.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_slot_reserved_before_shutdown_and_sent_after_it_still_runs() {
+        // Arrange: место зарезервировано (и TASK_QUEUED испущен) до остановки.
+        let stream = memory_stream().await;
+        let bus = AgentBus::start(
+            stream.clone(),
+            BusConfig {
+                workers: 2,
+                capacity: 4,
+            },
+        );
+        let ctx = session();
+        let reservation = bus
+            .reserve(&ctx, "a", BusTask::new("late_send", async { Ok(json!("ran")) }))
+            .unwrap();
+
+        // Act: остановка начинается, исполнители видят отмену при пустой очереди
+        // (раньше они тут же выходили), и только потом задача отправляется.
+        let stopping = tokio::spawn({
+            let bus = bus.clone();
+            async move { bus.shutdown().await }
+        });
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!stopping.is_finished(), "shutdown waits for the reserved slot");
+        let ticket = reservation.send();
+        stopping.await.unwrap();
+
+        // Assert
+        assert_eq!(ticket.join().await.unwrap(), json!("ran"));
+        let late = bus.submit_task(&ctx, "a", BusTask::new("later", async { Ok(json!(0)) }));
+        assert_eq!(late.unwrap_err(), BusError::Closed);
+        let events = drain_session(&stream, &ctx).await;
+        assert_eq!(types(&events), ["TASK_QUEUED", "TASK_DEQUEUED"]);
+    }
+
+    #[tokio::test]
+    async fn a_reservation_dropped_during_shutdown_does_not_hang_it() {
+        let stream = memory_stream().await;
+        let bus = AgentBus::start(stream.clone(), BusConfig::default());
+        let ctx = session();
+        let reservation = bus
+            .reserve(&ctx, "a", BusTask::new("never_sent", async { Ok(json!(0)) }))
+            .unwrap();
+        let stopping = tokio::spawn({
+            let bus = bus.clone();
+            async move { bus.shutdown().await }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        drop(reservation);
+        tokio::time::timeout(Duration::from_secs(5), stopping)
+            .await
+            .expect("shutdown finishes once the reservation is gone")
+            .unwrap();
+        stream.shutdown().await;
+    }
+
+    #[test]
+    fn concurrent_submits_get_distinct_queue_positions() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let stream = memory_stream().await;
+            let ctx = session();
+            let threads = 8;
+            let per_thread = 25;
+            // Гонка редкая, поэтому раундов несколько.
+            for round in 0..20 {
+                // Arrange: единственный исполнитель занят, так что очередь только растёт.
+                let bus = AgentBus::start(
+                    stream.clone(),
+                    BusConfig {
+                        workers: 1,
+                        capacity: threads * per_thread,
+                    },
+                );
+                let (started_tx, started_rx) = oneshot::channel();
+                let (release_tx, release_rx) = oneshot::channel::<()>();
+                let blocker = bus
+                    .submit_task(
+                        &ctx,
+                        "a",
+                        BusTask::new("block", async move {
+                            let _ = started_tx.send(());
+                            let _ = release_rx.await;
+                            Ok(json!(null))
+                        }),
+                    )
+                    .unwrap();
+                started_rx.await.unwrap();
+
+                // Act: постановки из нескольких потоков одновременно.
+                let barrier = Arc::new(std::sync::Barrier::new(threads));
+                let handles: Vec<_> = (0..threads)
+                    .map(|_| {
+                        let (bus, ctx, barrier) = (bus.clone(), ctx.clone(), barrier.clone());
+                        std::thread::spawn(move || {
+                            barrier.wait();
+                            (0..per_thread)
+                                .map(|_| {
+                                    bus.submit_task(&ctx, "a", BusTask::new("t", async { Ok(json!(1)) }))
+                                        .unwrap()
+                                })
+                                .collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                let tickets: Vec<TaskTicket> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+
+                // Assert: позиции — ровно 1..=N, без повторов.
+                let mut positions: Vec<usize> = tickets.iter().map(|t| t.queue_position).collect();
+                positions.sort_unstable();
+                assert_eq!(
+                    positions,
+                    (1..=threads * per_thread).collect::<Vec<_>>(),
+                    "round {round}"
+                );
+                release_tx.send(()).unwrap();
+                blocker.join().await.unwrap();
+                for t in tickets {
+                    t.join().await.unwrap();
+                }
+                bus.shutdown().await;
+            }
+            stream.shutdown().await;
+        });
     }
 }

@@ -97,8 +97,15 @@ pub mod codes {
     pub const APPROVAL_TIMEOUT: &str = "APPROVAL_TIMEOUT";
     /// Менеджер согласований недоступен — вызов не выполнен.
     pub const APPROVAL_UNAVAILABLE: &str = "APPROVAL_UNAVAILABLE";
-    /// Инструмент запаниковал.
+    /// Инструмент запаниковал (при исполнении или оценке риска).
     pub const TOOL_PANIC: &str = "TOOL_PANIC";
+    /// Запасной код ошибки инструмента, если его собственный код не годится для
+    /// колонки `error_code` даже после очистки.
+    pub const TOOL_ERROR: &str = "TOOL_ERROR";
+    /// Запасной код ошибки задачи шины (как [`TOOL_ERROR`] для инструментов).
+    pub const TASK_ERROR: &str = "TASK_ERROR";
+    /// Агент запаниковал (`score`, `plan`, `respond` или синхронная часть `run_job`).
+    pub const AGENT_PANIC: &str = "AGENT_PANIC";
     /// Инструмент не уложился в таймаут.
     pub const TOOL_TIMEOUT: &str = "TOOL_TIMEOUT";
     /// Задача инструмента отменена (остановка рантайма).

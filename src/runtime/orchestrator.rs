@@ -19,6 +19,15 @@
 //! - `CONTEXT_RETRIEVED` — `agent_id`; `query`, `documents` (число),
 //!   `sources` (список источников), `duration_ms` (+ `task_id`).
 //!
+//! Паника агента (`score`, `plan`, `respond`, синхронная часть `run_job`)
+//! ловится: `ERROR` (`error_code=AGENT_PANIC`, `agent_id`; `error_message`,
+//! `stack_trace`, `source="orchestrator"`, `stage`), для шага — затем
+//! `TASK_COMPLETED` со `status="failed"`, а вызывающий получает
+//! [`OrchestratorError::AgentPanicked`]. Паника в `score` при выборе агента
+//! ([`OrchestratorRouter::select_agent`]) событий не испускает (сессии там нет);
+//! [`OrchestratorRouter::route`] и [`UserWorkerSpace`](super::UserWorkerSpace)
+//! испускают `ERROR` сами.
+//!
 //! Повторы: шаг-инструмент или шаг-задача с временной ошибкой
 //! ([`ToolExecutorError::is_retryable`], [`BusError::is_retryable`])
 //! повторяется до [`RouterConfig::max_retries`] раз с линейной паузой; вход
@@ -28,6 +37,7 @@
 //! Вызывают: [`UserWorkerSpace`](super::UserWorkerSpace) и приложения.
 
 use std::fmt;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -38,7 +48,10 @@ use uuid::Uuid;
 
 use super::agent::{Agent, AgentInfo, PlanStep, StepAction, StepOutput};
 use super::bus::{AgentBus, BusError, BusTask, TaskId};
-use super::context::{AgentMode, Publisher, SessionContext, millis, stable_hash, truncate_str};
+use super::context::{
+    AgentMode, MAX_ERROR_TEXT_BYTES, MAX_NAME_BYTES, MAX_TEXT_BYTES, Publisher, SessionContext, clip, millis,
+    panic_message, stable_hash, stack_trace, truncate_str,
+};
 use super::tool_executor::{ToolExecutor, ToolExecutorError};
 use crate::model::EventType;
 
@@ -223,6 +236,16 @@ pub enum OrchestratorError {
         /// Причина.
         source: Box<BusError>,
     },
+    /// Агент запаниковал (паника поймана; событие `ERROR` с кодом `AGENT_PANIC`).
+    #[error("agent `{agent_id}` panicked in {stage}: {message}")]
+    AgentPanicked {
+        /// Агент.
+        agent_id: String,
+        /// Метод агента: `score`, `plan`, `respond` или `run_job`.
+        stage: &'static str,
+        /// Текст паники.
+        message: String,
+    },
 }
 
 impl OrchestratorError {
@@ -233,6 +256,7 @@ impl OrchestratorError {
             Self::UnknownAgent(_) => super::codes::UNKNOWN_AGENT,
             Self::ToolStep { source, .. } => source.code(),
             Self::BusStep { source, .. } => source.code(),
+            Self::AgentPanicked { .. } => super::codes::AGENT_PANIC,
         }
     }
 }
@@ -343,7 +367,7 @@ impl StepRun<'_> {
             "status": status,
             "duration_ms": millis(self.started.elapsed()),
             "plan_id": self.plan_id.to_string(),
-            "step_name": self.name,
+            "step_name": clip(self.name, MAX_NAME_BYTES),
         });
         if let (Some(p), Value::Object(extra)) = (payload.as_object_mut(), extra) {
             p.extend(extra);
@@ -436,7 +460,9 @@ impl OrchestratorRouter {
 
     /// Выбирает агента для запроса без событий: наибольшая оценка; при равенстве
     /// остаётся текущий агент `current`, иначе — раньше зарегистрированный.
-    /// Возвращает агента и причину выбора.
+    /// Возвращает агента и причину выбора. Паника в [`Agent::score`] ловится и
+    /// становится [`OrchestratorError::AgentPanicked`] (событие `ERROR` испускает
+    /// [`OrchestratorRouter::route`], у которого есть сессия).
     pub fn select_agent(
         &self,
         request: &str,
@@ -449,13 +475,22 @@ impl OrchestratorRouter {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut best: Option<(f64, &Arc<dyn Agent>, String)> = None;
         for agent in agents.iter() {
-            let s = agent.score(request);
+            let s = match std::panic::catch_unwind(AssertUnwindSafe(|| agent.score(request))) {
+                Ok(s) => s,
+                Err(panic) => {
+                    return Err(OrchestratorError::AgentPanicked {
+                        agent_id: agent.id().to_owned(),
+                        stage: "score",
+                        message: panic_message(panic.as_ref()),
+                    });
+                }
+            };
             let better = match &best {
                 None => true,
                 Some((b, _, _)) => s.score > *b || (s.score == *b && Some(agent.id()) == current),
             };
             if better {
-                best = Some((s.score, agent, s.reason));
+                best = Some((s.score, agent, clip(&s.reason, MAX_TEXT_BYTES)));
             }
         }
         match best {
@@ -483,7 +518,7 @@ impl OrchestratorRouter {
                 "from_agent_id": from,
                 "to_agent_id": to.id(),
                 "agent_name": to.name(),
-                "reason": reason,
+                "reason": clip(reason, MAX_TEXT_BYTES),
                 "mode": mode.as_str(),
             })));
         tracing::debug!(from = ?from, to = to.id(), %mode, "Agent switched.");
@@ -498,9 +533,50 @@ impl OrchestratorRouter {
         current: Option<&str>,
         request: &str,
     ) -> Result<Orchestration, OrchestratorError> {
-        let (agent, reason) = self.select_agent(request, current)?;
+        let (agent, reason) = self.select_agent_in(ctx, request, current)?;
         self.switch_agent(ctx, current, agent.as_ref(), &reason, AgentMode::Orchestrated);
         self.execute(ctx, agent, request, AgentMode::Orchestrated).await
+    }
+
+    /// [`Self::select_agent`] в сессии `ctx`: паника в `score` испускает `ERROR`.
+    pub(crate) fn select_agent_in(
+        &self,
+        ctx: &SessionContext,
+        request: &str,
+        current: Option<&str>,
+    ) -> Result<(Arc<dyn Agent>, String), OrchestratorError> {
+        let selected = self.select_agent(request, current);
+        if let Err(err @ OrchestratorError::AgentPanicked { .. }) = &selected {
+            self.emit_agent_panic(ctx, err, &["  in OrchestratorRouter::select_agent".to_owned()]);
+        }
+        selected
+    }
+
+    /// `ERROR` о панике агента (`err` — [`OrchestratorError::AgentPanicked`]).
+    fn emit_agent_panic(&self, ctx: &SessionContext, err: &OrchestratorError, frames: &[String]) {
+        let OrchestratorError::AgentPanicked { agent_id, stage, .. } = err else {
+            return;
+        };
+        tracing::debug!(agent_id, stage, error = %err, "Agent panicked.");
+        let mut trace = vec![
+            format!("panic: {err}"),
+            format!("  at Agent::{stage} of `{agent_id}`"),
+        ];
+        trace.extend_from_slice(frames);
+        trace.push(format!("  session {}", ctx.session_id));
+        self.inner.publisher.publish(
+            ctx.event(EventType::Error)
+                .agent(agent_id.as_str())
+                .error_code(err.code())
+                .payload(json!({
+                    "error_message": clip(&err.to_string(), MAX_ERROR_TEXT_BYTES),
+                    "stack_trace": clip(&stack_trace(&trace), MAX_ERROR_TEXT_BYTES),
+                    "source": "orchestrator",
+                    "error_type": "panic",
+                    "stage": stage,
+                    "agent_id": agent_id,
+                })),
+        );
     }
 
     /// Извлекает контекст и испускает `CONTEXT_RETRIEVED`.
@@ -531,7 +607,7 @@ impl OrchestratorRouter {
             ctx.event(EventType::ContextRetrieved)
                 .agent(agent_id)
                 .payload(json!({
-                    "query": truncate_str(query, 500),
+                    "query": clip(query, MAX_TEXT_BYTES),
                     "documents": documents.len(),
                     "sources": sources,
                     "duration_ms": millis(duration),
@@ -555,7 +631,22 @@ impl OrchestratorRouter {
         mode: AgentMode,
     ) -> Result<Orchestration, OrchestratorError> {
         let plan_id = Uuid::now_v7();
-        let plan = agent.plan(request);
+        let plan = match std::panic::catch_unwind(AssertUnwindSafe(|| agent.plan(request))) {
+            Ok(plan) => plan,
+            Err(panic) => {
+                let err = OrchestratorError::AgentPanicked {
+                    agent_id: agent.id().to_owned(),
+                    stage: "plan",
+                    message: panic_message(panic.as_ref()),
+                };
+                self.emit_agent_panic(
+                    ctx,
+                    &err,
+                    &[format!("  in OrchestratorRouter::execute, plan {plan_id}")],
+                );
+                return Err(err);
+            }
+        };
         let described: Vec<Value> = plan.iter().enumerate().map(|(i, s)| s.describe(i)).collect();
         self.inner
             .publisher
@@ -565,7 +656,7 @@ impl OrchestratorRouter {
                     .payload(json!({
                         "plan_id": plan_id.to_string(),
                         "steps": described,
-                        "request": truncate_str(request, 500),
+                        "request": clip(request, MAX_TEXT_BYTES),
                         "mode": mode.as_str(),
                         "agent_name": agent.name(),
                     })),
@@ -611,20 +702,46 @@ impl OrchestratorRouter {
                         EventType::TaskCompleted,
                         i as f64,
                         status,
-                        json!({ "failure_code": err.code(), "failure": err.to_string() }),
+                        json!({
+                            "failure_code": err.code(),
+                            "failure": clip(&err.to_string(), MAX_ERROR_TEXT_BYTES),
+                        }),
                     ));
                     tracing::debug!(%plan_id, step = i, code = err.code(), "Plan stopped at a failed step.");
                     return Err(err);
                 }
             }
         }
-        let response = response.unwrap_or_else(|| agent.respond(request, &outputs));
+        let response = match response {
+            Some(r) => r,
+            None => self.respond(ctx, &agent, request, &outputs, plan_id)?,
+        };
         Ok(Orchestration {
             agent_id: agent.id().to_owned(),
             agent_name: agent.name().to_owned(),
             plan_id,
             steps: outputs,
             response,
+        })
+    }
+
+    /// [`Agent::respond`] с перехватом паники (`ERROR`, затем ошибка).
+    fn respond(
+        &self,
+        ctx: &SessionContext,
+        agent: &Arc<dyn Agent>,
+        request: &str,
+        outputs: &[StepOutput],
+        plan_id: Uuid,
+    ) -> Result<String, OrchestratorError> {
+        std::panic::catch_unwind(AssertUnwindSafe(|| agent.respond(request, outputs))).map_err(|panic| {
+            let err = OrchestratorError::AgentPanicked {
+                agent_id: agent.id().to_owned(),
+                stage: "respond",
+                message: panic_message(panic.as_ref()),
+            };
+            self.emit_agent_panic(ctx, &err, &[format!("  in plan {plan_id}")]);
+            err
         })
     }
 
@@ -665,7 +782,7 @@ impl OrchestratorRouter {
                 Ok(json!({ "documents": bundle.documents.len(), "sources": sources }))
             }
             StepAction::CallTool { tool, input } => {
-                running(format!("calling tool {tool}"));
+                running(format!("calling tool {}", clip(tool, MAX_NAME_BYTES)));
                 let mut attempt = 0;
                 loop {
                     match self
@@ -691,10 +808,37 @@ impl OrchestratorRouter {
                 }
             }
             StepAction::Delegate { job, input } => {
-                running(format!("delegating {job} to the agent bus"));
+                running(format!(
+                    "delegating {} to the agent bus",
+                    clip(job, MAX_NAME_BYTES)
+                ));
                 let mut attempt = 0;
                 loop {
-                    let work = agent.run_job(job, with_attempt(input, attempt));
+                    // Синхронная часть `run_job` идёт здесь, в задаче вызывающего.
+                    let work = match std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        agent.run_job(job, with_attempt(input, attempt))
+                    })) {
+                        Ok(work) => work,
+                        Err(panic) => {
+                            let err = OrchestratorError::AgentPanicked {
+                                agent_id: agent.id().to_owned(),
+                                stage: "run_job",
+                                message: panic_message(panic.as_ref()),
+                            };
+                            self.emit_agent_panic(
+                                run.ctx,
+                                &err,
+                                &[format!(
+                                    "  in step {} (`{}`) of plan {}, job `{}`",
+                                    run.step,
+                                    clip(run.name, MAX_NAME_BYTES),
+                                    run.plan_id,
+                                    clip(job, MAX_NAME_BYTES)
+                                )],
+                            );
+                            break Err(err);
+                        }
+                    };
                     let result = match self.inner.bus.submit_task(
                         run.ctx,
                         run.agent_id,
@@ -720,7 +864,9 @@ impl OrchestratorRouter {
                     }
                 }
             }
-            StepAction::Respond => Ok(json!({ "response": agent.respond(request, outputs) })),
+            StepAction::Respond => self
+                .respond(run.ctx, agent, request, outputs, run.plan_id)
+                .map(|response| json!({ "response": response })),
         }
     }
 }
@@ -1016,5 +1162,180 @@ mod tests {
         let hits = kb.search("deploy payments to production", 2);
         assert_eq!(hits[0].source, "kb://runbooks/deploy");
         assert!(kb.search("zzz qqq", 3).is_empty());
+    }
+
+    /// Агент, паникующий в заданном методе.
+    struct PanicAgent {
+        stage: &'static str,
+    }
+
+    impl Agent for PanicAgent {
+        fn id(&self) -> &str {
+            "panic-agent"
+        }
+        fn name(&self) -> &str {
+            "Panic Agent"
+        }
+        fn score(&self, request: &str) -> AgentScore {
+            if self.stage == "score" {
+                panic!("score exploded");
+            }
+            AgentScore {
+                score: if request.contains("boom") { 100.0 } else { 0.0 },
+                reason: "boom requested".into(),
+            }
+        }
+        fn plan(&self, _request: &str) -> Vec<PlanStep> {
+            if self.stage == "plan" {
+                panic!("plan exploded");
+            }
+            vec![
+                PlanStep::new(
+                    "job",
+                    StepAction::Delegate {
+                        job: "work".into(),
+                        input: json!({}),
+                    },
+                ),
+                PlanStep::new("answer", StepAction::Respond),
+            ]
+        }
+        fn run_job(&self, _job: &str, _input: Value) -> BoxFuture<'static, Result<Value, TaskError>> {
+            if self.stage == "run_job" {
+                panic!("run_job exploded");
+            }
+            Box::pin(async { Ok(json!({"done": true})) })
+        }
+        fn respond(&self, _request: &str, _outputs: &[StepOutput]) -> String {
+            if self.stage == "respond" {
+                panic!("respond exploded");
+            }
+            "ok".into()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_plan_is_an_error_event_and_a_clear_error() {
+        // Arrange
+        let (stream, rt) = setup().await;
+        rt.router.register_agent(Arc::new(PanicAgent { stage: "plan" }));
+        let ctx = session();
+
+        // Act: раньше паника разматывала стек вызывающего.
+        let err = rt.router.route(&ctx, None, "boom").await.unwrap_err();
+        // Оркестратор работоспособен и после паники.
+        let ok = rt.router.route(&ctx, None, "What is 2 + 2?").await;
+        rt.shutdown().await;
+        let events = drain_session(&stream, &ctx).await;
+
+        // Assert
+        assert_eq!(
+            err,
+            OrchestratorError::AgentPanicked {
+                agent_id: "panic-agent".into(),
+                stage: "plan",
+                message: "plan exploded".into(),
+            }
+        );
+        assert_eq!(err.code(), "AGENT_PANIC");
+        assert!(ok.is_ok());
+        assert_eq!(&types(&events)[..2], ["AGENT_SWITCHED", "ERROR"]);
+        let error = &events[1];
+        assert_eq!(error.error_code.as_deref(), Some("AGENT_PANIC"));
+        assert_eq!(error.agent_id.as_deref(), Some("panic-agent"));
+        has_keys(error, &["error_message", "stack_trace", "source"]);
+        assert_eq!(error.payload["source"], "orchestrator");
+        assert_eq!(error.payload["stage"], "plan");
+        assert!(
+            error.payload["stack_trace"]
+                .as_str()
+                .unwrap()
+                .contains("plan exploded")
+        );
+        assert_eq!(
+            of(&events, "TASK_PLAN_CREATED").len(),
+            1,
+            "only the second request has a plan"
+        );
+    }
+
+    #[tokio::test]
+    async fn panics_in_respond_and_run_job_fail_the_step_with_an_error_event() {
+        for stage in ["respond", "run_job"] {
+            // Arrange
+            let (stream, rt) = setup().await;
+            rt.router.register_agent(Arc::new(PanicAgent { stage }));
+            let ctx = session();
+
+            // Act
+            let err = rt.router.route(&ctx, None, "boom").await.unwrap_err();
+            rt.shutdown().await;
+            let events = drain_session(&stream, &ctx).await;
+
+            // Assert
+            assert!(
+                matches!(&err, OrchestratorError::AgentPanicked { stage: s, .. } if *s == stage),
+                "{err:?}"
+            );
+            let errors = of(&events, "ERROR");
+            assert_eq!(errors.len(), 1, "{stage}: {:?}", types(&events));
+            assert_eq!(errors[0].error_code.as_deref(), Some("AGENT_PANIC"));
+            assert_eq!(errors[0].agent_id.as_deref(), Some("panic-agent"));
+            assert_eq!(errors[0].payload["stage"], stage);
+            let completed = of(&events, "TASK_COMPLETED");
+            let last = completed.last().unwrap();
+            assert_eq!(last.payload["status"], "failed", "{stage}");
+            assert_eq!(last.payload["failure_code"], "AGENT_PANIC");
+            assert_eq!(types(&events).last().copied(), Some("TASK_COMPLETED"));
+            let failed_step = if stage == "run_job" { 0 } else { 1 };
+            assert_eq!(last.payload["step"], failed_step);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_score_is_reported_by_route_and_the_workspace() {
+        let (stream, rt) = setup().await;
+        rt.router.register_agent(Arc::new(PanicAgent { stage: "score" }));
+        let ctx = session();
+        let err = rt.router.route(&ctx, None, "anything").await.unwrap_err();
+        assert!(matches!(
+            &err,
+            OrchestratorError::AgentPanicked { stage: "score", .. }
+        ));
+        // Без сессии (выбор без событий) — та же ошибка, без паники.
+        assert_eq!(rt.router.select_agent("anything", None).err(), Some(err.clone()));
+        let space = crate::runtime::UserWorkerSpace::new(rt.router.clone(), ctx.clone());
+        let ws_err = space.send("anything else").await.unwrap_err();
+        assert_eq!(ws_err.to_string(), err.to_string());
+        rt.shutdown().await;
+        let events = drain_session(&stream, &ctx).await;
+        assert_eq!(types(&events), ["ERROR", "ERROR"]);
+        for e in &events {
+            assert_eq!(e.error_code.as_deref(), Some("AGENT_PANIC"));
+            assert_eq!(e.agent_id.as_deref(), Some("panic-agent"));
+            assert_eq!(e.payload["stage"], "score");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_huge_request_keeps_plan_and_context_payloads_small() {
+        let (stream, rt) = setup().await;
+        let ctx = session();
+        let request = format!("hello {}", "word ".repeat(40_000));
+        rt.router.route(&ctx, None, &request).await.unwrap();
+        rt.shutdown().await;
+        let events = drain_session(&stream, &ctx).await;
+        let plan = of(&events, "TASK_PLAN_CREATED")[0];
+        let query = plan.payload["steps"][0]["query"].as_str().unwrap();
+        assert!(query.len() <= MAX_TEXT_BYTES + 3 && query.ends_with('…'));
+        assert_eq!(
+            plan.payload.get("payload_truncated"),
+            None,
+            "targeted truncation suffices"
+        );
+        for e in &events {
+            let size = serde_json::to_string(&e.payload).unwrap().len();
+            assert!(size <= 8 * 1024, "{} payload is {size} bytes", e.event_type);
+        }
     }
 }

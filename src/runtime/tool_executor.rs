@@ -16,7 +16,18 @@
 //!    паника или таймаут — сначала `ERROR` (`error_code`; `error_message`,
 //!    `stack_trace`, `source="tool_executor"`), затем `TOOL_RESULT` со
 //!    `status=error` и тем же `error_code`. Паника не роняет исполнителя:
-//!    её ловит `JoinError` задачи.
+//!    её ловит `JoinError` задачи. Паника в синхронных методах инструмента
+//!    (`assess_risk`, `tool_type`, `timeout`), которые идут в задаче
+//!    вызывающего, тоже ловится: `ERROR` с кодом `TOOL_PANIC` (без
+//!    `TOOL_REQUEST`/`TOOL_RESULT` — вызов не начался) и
+//!    [`ToolExecutorError::Panicked`].
+//!
+//! У `ERROR` заданы колонки `tool_name` и `agent_id`. Код ошибки инструмента
+//! ([`ToolError::code`]) приводится к виду колонки `error_code`
+//! ([`sanitize_error_code`], запасной код
+//! [`TOOL_ERROR`](super::codes::TOOL_ERROR)) — и в событиях, и в возвращаемой
+//! ошибке. `error_message` и `stack_trace` усекаются до 8 КиБ, факторы риска — до
+//! 32 строк по 256 байт.
 //! 4. `TOOL_RESULT`: `tool_name`, `agent_id`; нагрузка `status`
 //!    (`success`/`error`), `duration_ms` (время исполнения инструмента; 0, если
 //!    он не запускался), `output` (усечённый), `tool_call_id`.
@@ -36,6 +47,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -49,7 +61,10 @@ use uuid::Uuid;
 
 use super::approval::{ApprovalError, ApprovalManager, ApprovalRequest, Decision};
 use super::codes;
-use super::context::{Publisher, SessionContext, millis, panic_message, stack_trace, truncate_str};
+use super::context::{
+    MAX_ERROR_TEXT_BYTES, MAX_NAME_BYTES, Publisher, SessionContext, clip, millis, panic_message,
+    sanitize_error_code, stack_trace, truncate_str,
+};
 use crate::model::EventType;
 
 /// Таймаут инструмента по умолчанию.
@@ -57,6 +72,9 @@ pub const DEFAULT_TOOL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Предел сериализованного `input`/`output` в нагрузке по умолчанию, байт.
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 4096;
+
+/// Сколько факторов риска попадает в `risk_factors`.
+const MAX_RISK_FACTORS: usize = 32;
 
 /// Уровень риска вызова (значение `risk_level`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -515,14 +533,44 @@ impl ToolExecutor {
             return Err(err);
         };
 
-        // 1. Запрос и оценка риска.
-        let risk = tool.assess_risk(&input);
+        // 1. Запрос и оценка риска. Методы инструмента идут в задаче вызывающего:
+        // их паника ловится здесь, иначе она уронила бы агента.
+        let prepared = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            (tool.tool_type(), tool.assess_risk(&input), tool.timeout())
+        }));
+        let (tool_type, risk, tool_timeout) = match prepared {
+            Ok(p) => p,
+            Err(panic) => {
+                let err = ToolExecutorError::Panicked {
+                    tool_name: tool_name.to_owned(),
+                    tool_call_id: tool_call_id.clone(),
+                    message: panic_message(panic.as_ref()),
+                };
+                tracing::debug!(tool_name, %tool_call_id, error = %err, "Tool risk assessment panicked.");
+                let frames = [
+                    format!("panic: {err}"),
+                    format!("  at Tool::assess_risk of `{tool_name}`, {tool_call_id}"),
+                    format!(
+                        "  in ToolExecutor::call for agent `{agent_id}`, session {}",
+                        ctx.session_id
+                    ),
+                ];
+                self.emit_error(&scope, &err, "panic", &frames);
+                return Err(err);
+            }
+        };
         let max = self.inner.config.max_payload_bytes;
         let mut payload = Map::new();
-        payload.insert("tool_type".into(), json!(tool.tool_type().as_str()));
+        payload.insert("tool_type".into(), json!(tool_type.as_str()));
         put_truncated(&mut payload, "input", &input, max);
         payload.insert("risk_level".into(), json!(risk.level.as_str()));
-        payload.insert("risk_factors".into(), json!(risk.factors));
+        let factors: Vec<String> = risk
+            .factors
+            .iter()
+            .take(MAX_RISK_FACTORS)
+            .map(|f| clip(f, MAX_NAME_BYTES))
+            .collect();
+        payload.insert("risk_factors".into(), json!(factors));
         payload.insert("tool_call_id".into(), json!(tool_call_id));
         payload.insert("requires_approval".into(), json!(risk.level.requires_approval()));
         if let Some(attempt) = input.get("attempt") {
@@ -567,7 +615,7 @@ impl ToolExecutor {
 
         // 3. Исполнение в отдельной задаче: паника превращается в JoinError, а
         // брошенный дескриптор (таймаут или отмена вызывающего) прерывает задачу.
-        let timeout = tool.timeout().unwrap_or(self.inner.config.default_timeout);
+        let timeout = tool_timeout.unwrap_or(self.inner.config.default_timeout);
         let started = Instant::now();
         let task = {
             let tool = tool.clone();
@@ -600,14 +648,18 @@ impl ToolExecutor {
                 },
                 "cancelled",
             )),
-            Ok(Ok(Err(source))) => Err((
-                ToolExecutorError::Failed {
-                    tool_name: tool_name.to_owned(),
-                    tool_call_id: tool_call_id.clone(),
-                    source,
-                },
-                "tool_error",
-            )),
+            Ok(Ok(Err(mut source))) => {
+                // Код инструмента идёт в колонку `error_code` (varchar(64)).
+                source.code = sanitize_error_code(&source.code, codes::TOOL_ERROR);
+                Err((
+                    ToolExecutorError::Failed {
+                        tool_name: tool_name.to_owned(),
+                        tool_call_id: tool_call_id.clone(),
+                        source,
+                    },
+                    "tool_error",
+                ))
+            }
             Ok(Ok(Ok(value))) => Ok(value),
         };
 
@@ -639,10 +691,7 @@ impl ToolExecutor {
                 tracing::debug!(tool_name, %tool_call_id, code = err.code(), error = %err, "Tool call failed.");
                 let frames = [
                     format!("{error_type}: {err}"),
-                    format!(
-                        "  at tool `{tool_name}` ({}), {tool_call_id}",
-                        tool.tool_type().as_str()
-                    ),
+                    format!("  at tool `{tool_name}` ({}), {tool_call_id}", tool_type.as_str()),
                     format!(
                         "  in ToolExecutor::call for agent `{agent_id}`, session {}",
                         ctx.session_id
@@ -668,7 +717,7 @@ impl ToolExecutor {
         let reason = if risk.factors.is_empty() {
             format!("{} risk tool call", risk.level.as_str())
         } else {
-            risk.factors.join("; ")
+            clip(&risk.factors.join("; "), MAX_ERROR_TEXT_BYTES)
         };
         let mut req = ApprovalRequest::new(scope.tool_name, risk.level, reason)
             .agent(scope.agent_id)
@@ -690,23 +739,24 @@ impl ToolExecutor {
         } else {
             stack_trace(frames)
         };
-        self.inner
-            .publisher
-            .publish(
-                scope
-                    .ctx
-                    .event(EventType::Error)
-                    .error_code(err.code())
-                    .payload(json!({
-                        "error_message": err.to_string(),
-                        "stack_trace": trace,
-                        "source": "tool_executor",
-                        "error_type": error_type,
-                        "tool_name": scope.tool_name,
-                        "tool_call_id": scope.tool_call_id,
-                        "agent_id": scope.agent_id,
-                    })),
-            );
+        self.inner.publisher.publish(
+            scope
+                .ctx
+                .event(EventType::Error)
+                // Столбцы agent_id/tool_name не ставятся: за ERROR следует TOOL_RESULT
+                // с тем же error_code, и аналитика (byTool.errors, agentInteractions.errors)
+                // посчитала бы один сбой дважды. Инструмент и агент — в нагрузке.
+                .error_code(err.code())
+                .payload(json!({
+                    "error_message": clip(&err.to_string(), MAX_ERROR_TEXT_BYTES),
+                    "stack_trace": clip(&trace, MAX_ERROR_TEXT_BYTES),
+                    "source": "tool_executor",
+                    "error_type": error_type,
+                    "tool_name": scope.tool_name,
+                    "tool_call_id": scope.tool_call_id,
+                    "agent_id": scope.agent_id,
+                })),
+        );
     }
 
     fn emit_result_error(
@@ -721,7 +771,10 @@ impl ToolExecutor {
         payload.insert("duration_ms".into(), json!(millis(duration)));
         payload.insert("output".into(), Value::Null);
         payload.insert("tool_call_id".into(), json!(scope.tool_call_id));
-        payload.insert("error_message".into(), json!(err.to_string()));
+        payload.insert(
+            "error_message".into(),
+            json!(clip(&err.to_string(), MAX_ERROR_TEXT_BYTES)),
+        );
         if let Some(w) = approval_wait_ms {
             payload.insert("approval_wait_ms".into(), json!(w));
         }
@@ -767,6 +820,10 @@ mod tests {
         Hang,
         Fail,
         Big,
+        /// Паника в `assess_risk` (в задаче вызывающего).
+        PanicInRisk,
+        /// Ошибка с огромным сообщением и негодным кодом.
+        HugeError,
     }
 
     /// Инструмент для тестов: считает запуски и ведёт себя как сказано.
@@ -798,6 +855,9 @@ mod tests {
             ToolType::Function
         }
         fn assess_risk(&self, _input: &Value) -> RiskAssessment {
+            if matches!(self.behaviour, Behaviour::PanicInRisk) {
+                panic!("risk model exploded");
+            }
             RiskAssessment::new(self.risk).escalate(self.risk, "test factor")
         }
         fn timeout(&self) -> Option<Duration> {
@@ -816,6 +876,11 @@ mod tests {
                     }
                     Behaviour::Fail => Err(ToolError::new("UPSTREAM_DOWN", "upstream said no").retryable()),
                     Behaviour::Big => Ok(json!({ "blob": "x".repeat(10_000) })),
+                    Behaviour::PanicInRisk => Ok(Value::Null),
+                    Behaviour::HugeError => Err(ToolError::new(
+                        format!("upstream-{}", "x".repeat(500)),
+                        "m".repeat(300_000),
+                    )),
                 }
             })
         }
@@ -921,7 +986,12 @@ mod tests {
         );
         let error = &events[1];
         assert_eq!(error.error_code.as_deref(), Some("TOOL_PANIC"));
+        // Столбцы — только error_code: TOOL_RESULT того же сбоя уже несёт инструмент
+        // и агента, а ERROR с ними посчитался бы в аналитике второй раз.
         assert_eq!(error.tool_name, None);
+        assert_eq!(error.agent_id, None);
+        assert_eq!(error.payload["tool_name"], "bomb");
+        assert_eq!(error.payload["agent_id"], "agent-1");
         has_keys(error, &["error_message", "stack_trace", "source"]);
         assert_eq!(error.payload["source"], "tool_executor");
         let trace = error.payload["stack_trace"].as_str().unwrap();
@@ -1147,5 +1217,95 @@ mod tests {
         });
         assert!(RiskLevel::High.requires_approval() && !RiskLevel::Medium.requires_approval());
         assert_eq!(serde_json::to_value(RiskLevel::Critical).unwrap(), "CRITICAL");
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_assess_risk_is_an_error_event_and_the_executor_keeps_working() {
+        // Arrange
+        let (stream, tools) = setup(ToolExecutorConfig::default()).await;
+        let (risky, runs) = TestTool::new("oracle", RiskLevel::Low, Behaviour::PanicInRisk);
+        tools.register(risky);
+        tools.register(TestTool::new("echo", RiskLevel::Low, Behaviour::Echo).0);
+        let ctx = session();
+
+        // Act: раньше паника уходила прямо в вызывающего.
+        let err = tools
+            .call(&ctx, "agent-1", "oracle", json!({}))
+            .await
+            .unwrap_err();
+        let ok = tools.call(&ctx, "agent-1", "echo", json!({"n": 1})).await;
+        let events = drain_session(&stream, &ctx).await;
+
+        // Assert
+        assert!(
+            matches!(&err, ToolExecutorError::Panicked { tool_name, message, .. }
+                if tool_name == "oracle" && message == "risk model exploded"),
+            "{err:?}"
+        );
+        assert_eq!(err.code(), "TOOL_PANIC");
+        assert_eq!(runs.load(Ordering::SeqCst), 0, "the tool never ran");
+        assert_eq!(ok.unwrap().value, json!({"echo": {"n": 1}}));
+        assert_eq!(types(&events), ["ERROR", "TOOL_REQUEST", "TOOL_RESULT"]);
+        let error = &events[0];
+        assert_eq!(error.error_code.as_deref(), Some("TOOL_PANIC"));
+        // Столбцы — только error_code (SPEC §3); инструмент и агент — в нагрузке.
+        assert_eq!(error.tool_name, None);
+        assert_eq!(error.agent_id, None);
+        assert_eq!(error.payload["tool_name"], "oracle");
+        assert_eq!(error.payload["agent_id"], "agent-1");
+        has_keys(error, &["error_message", "stack_trace", "source"]);
+        assert_eq!(error.payload["source"], "tool_executor");
+        let trace = error.payload["stack_trace"].as_str().unwrap();
+        assert!(
+            trace.contains("assess_risk") && trace.contains("risk model exploded"),
+            "{trace}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_huge_tool_error_is_truncated_and_its_code_sanitized() {
+        // Arrange
+        let (stream, tools) = setup(ToolExecutorConfig::default()).await;
+        tools.register(TestTool::new("loud", RiskLevel::Low, Behaviour::HugeError).0);
+        let ctx = session();
+
+        // Act
+        let err = tools.call(&ctx, "agent-1", "loud", json!({})).await.unwrap_err();
+        let events = drain_session(&stream, &ctx).await;
+
+        // Assert: код годится для varchar(64) и одинаков в ошибке и событиях.
+        let code = err.code().to_owned();
+        assert!(code.len() <= 64 && code.starts_with("UPSTREAM_X"), "{code}");
+        assert!(
+            code.chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        );
+        assert_eq!(types(&events), ["TOOL_REQUEST", "ERROR", "TOOL_RESULT"]);
+        for e in &events[1..] {
+            assert_eq!(e.error_code.as_deref(), Some(code.as_str()));
+            let size = serde_json::to_string(&e.payload).unwrap().len();
+            assert!(size <= 20 * 1024, "{} payload is {size} bytes", e.event_type);
+            let message = e.payload["error_message"].as_str().unwrap();
+            assert!(message.len() <= MAX_ERROR_TEXT_BYTES + 3 && message.ends_with('…'));
+        }
+        let trace = events[1].payload["stack_trace"].as_str().unwrap();
+        assert!(trace.len() <= MAX_ERROR_TEXT_BYTES + 3);
+    }
+
+    #[test]
+    fn tool_error_codes_are_sanitized_for_the_column() {
+        assert_eq!(
+            sanitize_error_code("UPSTREAM_DOWN", codes::TOOL_ERROR),
+            "UPSTREAM_DOWN"
+        );
+        assert_eq!(sanitize_error_code("not found", codes::TOOL_ERROR), "NOT_FOUND");
+        assert_eq!(sanitize_error_code("_x-1", codes::TOOL_ERROR), "X_1");
+        assert_eq!(sanitize_error_code("", codes::TOOL_ERROR), "TOOL_ERROR");
+        assert_eq!(sanitize_error_code("404", codes::TOOL_ERROR), "TOOL_ERROR");
+        assert_eq!(sanitize_error_code("ошибка", codes::TOOL_ERROR), "TOOL_ERROR");
+        assert_eq!(
+            sanitize_error_code(&"a".repeat(200), codes::TOOL_ERROR),
+            "A".repeat(64)
+        );
     }
 }

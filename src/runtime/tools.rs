@@ -106,19 +106,46 @@ impl Tool for WebSearch {
 ///
 /// Вход: `{"expression": "2 * (3 + 4)"}`; результат `{"expression", "result"}`.
 ///
+/// Разбор рекурсивный, поэтому вход ограничен: не длиннее
+/// [`Calculator::MAX_EXPRESSION_LEN`] символов и не глубже
+/// [`Calculator::MAX_DEPTH`] вложенных скобок и унарных минусов. Иначе —
+/// ошибка `INVALID_EXPRESSION`, а не переполнение стека (выражение приходит из
+/// сообщения пользователя).
+///
 /// ```
 /// use eventlog::runtime::tools::Calculator;
 /// assert_eq!(Calculator::evaluate("2 * (3 + 4) - 1"), Ok(13.0));
 /// assert!(Calculator::evaluate("1 / 0").is_err());
+/// let deep = format!("{}1{}", "(".repeat(100), ")".repeat(100));
+/// assert_eq!(Calculator::evaluate(&deep).unwrap_err().code, "INVALID_EXPRESSION");
 /// ```
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Calculator;
 
 impl Calculator {
+    /// Наибольшая длина выражения, символов.
+    pub const MAX_EXPRESSION_LEN: usize = 4096;
+    /// Наибольшая вложенность скобок и унарных минусов.
+    pub const MAX_DEPTH: usize = 64;
+
     /// Вычисляет выражение.
     pub fn evaluate(expr: &str) -> Result<f64, ToolError> {
+        // Сначала дешёвая проверка байт, затем точная — символов.
+        if expr.len() > Self::MAX_EXPRESSION_LEN && expr.chars().count() > Self::MAX_EXPRESSION_LEN {
+            return Err(ToolError::new(
+                "INVALID_EXPRESSION",
+                format!(
+                    "expression is longer than {} characters",
+                    Self::MAX_EXPRESSION_LEN
+                ),
+            ));
+        }
         let tokens: Vec<char> = expr.chars().collect();
-        let mut p = ExprParser { t: &tokens, i: 0 };
+        let mut p = ExprParser {
+            t: &tokens,
+            i: 0,
+            depth: 0,
+        };
         let v = p.expr()?;
         if p.peek().is_some() {
             return Err(ToolError::new(
@@ -133,6 +160,9 @@ impl Calculator {
 struct ExprParser<'a> {
     t: &'a [char],
     i: usize,
+    /// Текущая вложенность (скобки и унарные минусы), не больше
+    /// [`Calculator::MAX_DEPTH`].
+    depth: usize,
 }
 
 impl ExprParser<'_> {
@@ -164,19 +194,35 @@ impl ExprParser<'_> {
         }
         Ok(v)
     }
+    /// Входит на уровень глубже; слишком глубоко — ошибка.
+    fn descend(&mut self) -> Result<(), ToolError> {
+        self.depth += 1;
+        if self.depth > Calculator::MAX_DEPTH {
+            return Err(ToolError::new(
+                "INVALID_EXPRESSION",
+                format!("expression is nested deeper than {}", Calculator::MAX_DEPTH),
+            ));
+        }
+        Ok(())
+    }
     fn factor(&mut self) -> Result<f64, ToolError> {
         match self.peek() {
             Some('-') => {
                 self.i += 1;
-                Ok(-self.factor()?)
+                self.descend()?;
+                let v = -self.factor()?;
+                self.depth -= 1;
+                Ok(v)
             }
             Some('(') => {
                 self.i += 1;
+                self.descend()?;
                 let v = self.expr()?;
                 if self.peek() != Some(')') {
                     return Err(ToolError::new("INVALID_EXPRESSION", "missing `)`"));
                 }
                 self.i += 1;
+                self.depth -= 1;
                 Ok(v)
             }
             Some(c) if c.is_ascii_digit() || c == '.' => {
@@ -487,6 +533,60 @@ mod tests {
         assert_eq!(Calculator::evaluate("(1").unwrap_err().code, "INVALID_EXPRESSION");
         assert_eq!(
             Calculator::evaluate("1 2").unwrap_err().code,
+            "INVALID_EXPRESSION"
+        );
+    }
+
+    #[test]
+    fn calculator_rejects_deep_nesting_and_long_input_without_overflowing_the_stack() {
+        // Arrange: 100 000 скобок без ограничения глубины переполняли стек.
+        let flood = format!("{}1 + 1", "(".repeat(100_000));
+        let balanced = format!("{}1{}", "(".repeat(2000), ")".repeat(2000));
+        let minuses = format!("{}1", "-".repeat(3000));
+        let at_limit = format!(
+            "{}1{}",
+            "(".repeat(Calculator::MAX_DEPTH),
+            ")".repeat(Calculator::MAX_DEPTH)
+        );
+        let too_deep = format!(
+            "{}1{}",
+            "(".repeat(Calculator::MAX_DEPTH + 1),
+            ")".repeat(Calculator::MAX_DEPTH + 1)
+        );
+        let long_flat = vec!["1"; 3000].join("+");
+
+        // Act + Assert
+        for expr in [&flood, &balanced, &minuses, &too_deep, &long_flat] {
+            let err = Calculator::evaluate(expr).unwrap_err();
+            assert_eq!(err.code, "INVALID_EXPRESSION", "{}", err.message);
+        }
+        assert!(
+            Calculator::evaluate(&flood)
+                .unwrap_err()
+                .message
+                .contains("longer than 4096")
+        );
+        assert!(
+            Calculator::evaluate(&too_deep)
+                .unwrap_err()
+                .message
+                .contains("deeper than 64")
+        );
+        assert_eq!(Calculator::evaluate(&at_limit), Ok(1.0));
+        // Глубина считается по вложенности, а не по числу скобок подряд.
+        let wide = vec!["(1 + 2)"; 200].join(" + ");
+        assert_eq!(Calculator::evaluate(&wide), Ok(600.0));
+        assert_eq!(Calculator::evaluate("--2"), Ok(2.0));
+    }
+
+    #[tokio::test]
+    async fn calculator_tool_returns_invalid_expression_for_a_100k_paren_input() {
+        let input = json!({ "expression": format!("{}2", "(".repeat(100_000)) });
+        let err = Calculator.execute(input).await.unwrap_err();
+        assert_eq!(err.code, "INVALID_EXPRESSION");
+        let deep = json!({ "expression": format!("{}2{}", "(".repeat(1000), ")".repeat(1000)) });
+        assert_eq!(
+            Calculator.execute(deep).await.unwrap_err().code,
             "INVALID_EXPRESSION"
         );
     }

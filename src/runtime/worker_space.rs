@@ -123,7 +123,7 @@ impl UserWorkerSpace {
     pub async fn send(&self, message: &str) -> Result<Orchestration, WorkerSpaceError> {
         let mut current = self.inner.current.lock().await;
         let router = &self.inner.router;
-        let (agent, reason) = router.select_agent(message, current.as_deref())?;
+        let (agent, reason) = router.select_agent_in(&self.inner.ctx, message, current.as_deref())?;
         router.switch_agent(
             &self.inner.ctx,
             current.as_deref(),
