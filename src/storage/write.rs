@@ -338,26 +338,26 @@ impl Store {
     /// неоднозначной ошибки фиксации).
     pub async fn seqs_of(&self, ids: &[Uuid]) -> Result<Vec<InsertedRow>, StorageError> {
         let backend = self.backend();
-        let mut sql = Sql::new(backend);
-        sql.push("SELECT id, seq FROM event_logs WHERE id IN (");
-        for (i, id) in ids.iter().enumerate() {
-            if i > 0 {
-                sql.push(", ");
+        let mut out = Vec::with_capacity(ids.len());
+        // Порциями: у баз есть предел числа параметров в одной инструкции.
+        for chunk in ids.chunks(MULTI_ROW_CHUNK * 5) {
+            let mut sql = Sql::new(backend);
+            sql.push("SELECT id, seq FROM event_logs WHERE id IN (");
+            for (i, id) in chunk.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.bind_uuid(*id);
             }
-            sql.bind_uuid(*id);
-        }
-        sql.push(")");
-        self.db
-            .query_all_raw(sql.build())
-            .await?
-            .iter()
-            .map(|r| {
-                Ok(InsertedRow {
-                    id: get_uuid(r, backend, "id")?,
+            sql.push(")");
+            for r in self.db.query_all_raw(sql.build()).await? {
+                out.push(InsertedRow {
+                    id: get_uuid(&r, backend, "id")?,
                     seq: r.try_get("", "seq")?,
-                })
-            })
-            .collect()
+                });
+            }
+        }
+        Ok(out)
     }
 }
 
