@@ -21,6 +21,9 @@ pub const INSERT_RETRIES: &str = "eventlog_insert_retries_total";
 pub const EVENTS_DROPPED: &str = "eventlog_events_dropped_total";
 /// Событий, перенесённых в `event_logs_rejected`.
 pub const EVENTS_REJECTED: &str = "eventlog_events_rejected_total";
+/// Событий, чей id уже занят строкой другого проекта или пользователя
+/// (перенесены в `event_logs_rejected`).
+pub const EVENTS_ID_CONFLICTS: &str = "eventlog_events_id_conflicts_total";
 /// Активных подписчиков живых событий.
 pub const SUBSCRIBERS: &str = "eventlog_subscribers";
 /// Длительность HTTP-запросов, секунды (метки `route`, `status`).

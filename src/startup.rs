@@ -86,6 +86,7 @@ impl Application {
             repo: crate::storage::EventRepository::new(store.clone()),
             stream,
             cursors: CursorCodec::new(&secret),
+            limits: Arc::new(api::limits::ApiLimits::from_settings(&settings)),
         };
         let schema = api::graphql::build_schema(Some(api_ctx.clone()), !settings.disable_introspection);
         let listener = TcpListener::bind(settings.listen)

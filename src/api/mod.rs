@@ -3,12 +3,14 @@
 //! - [`graphql`] — схема, `POST/GET /graphql`, websocket `/graphql/ws`;
 //! - [`rest`] — маршруты совместимости SPEC §6;
 //! - [`health`] — `/healthz`, `/readyz`, `/metrics`;
+//! - [`limits`] — пределы из настроек;
 //! - [`reads`] — общий конвейер чтения (область, курсоры, пределы) для всех входов;
 //! - [`error`] — [`ApiError`](error::ApiError) и его вид для клиента.
 
 pub mod error;
 pub mod graphql;
 pub mod health;
+pub mod limits;
 pub mod reads;
 pub mod rest;
 
@@ -42,6 +44,8 @@ pub struct ApiContext {
     pub stream: StreamManager,
     /// Кодек курсоров.
     pub cursors: CursorCodec,
+    /// Пределы и правила приёма из настроек.
+    pub limits: Arc<limits::ApiLimits>,
 }
 
 /// Состояние маршрутизатора.

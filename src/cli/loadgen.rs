@@ -215,6 +215,7 @@ async fn run_logger(
                     tokio::time::sleep(Duration::from_micros(200)).await;
                 }
                 Err(LogError::Closed(_)) => bail!("logger closed"),
+                Err(e @ LogError::Invalid { .. }) => bail!("{e}"),
             }
         }
     }

@@ -17,6 +17,9 @@ pub struct CommitOutcome {
     pub duplicates: usize,
     /// Отвергнуты базой и перенесены в `event_logs_rejected`.
     pub rejected: usize,
+    /// Не записаны: их id уже занят строкой другого проекта или пользователя;
+    /// перенесены в `event_logs_rejected` (метрика `eventlog_events_id_conflicts_total`).
+    pub conflicts: usize,
 }
 
 /// Фиксация не дождалась ответа.
@@ -49,6 +52,7 @@ pub(crate) struct AckGroup {
     inserted: AtomicUsize,
     duplicates: AtomicUsize,
     rejected: AtomicUsize,
+    conflicts: AtomicUsize,
     tx: Mutex<Option<oneshot::Sender<CommitOutcome>>>,
 }
 
@@ -58,6 +62,8 @@ pub(crate) enum Done {
     Inserted,
     Duplicate,
     Rejected,
+    /// id занят чужой строкой; событие — в таблице отказов.
+    Conflict,
 }
 
 impl AckGroup {
@@ -68,6 +74,7 @@ impl AckGroup {
             inserted: AtomicUsize::new(0),
             duplicates: AtomicUsize::new(0),
             rejected: AtomicUsize::new(0),
+            conflicts: AtomicUsize::new(0),
             tx: Mutex::new(Some(tx)),
         });
         if n == 0 {
@@ -82,6 +89,7 @@ impl AckGroup {
             Done::Inserted => &self.inserted,
             Done::Duplicate => &self.duplicates,
             Done::Rejected => &self.rejected,
+            Done::Conflict => &self.conflicts,
         };
         counter.fetch_add(1, Ordering::Relaxed);
         if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
@@ -94,6 +102,7 @@ impl AckGroup {
             inserted: self.inserted.load(Ordering::Relaxed),
             duplicates: self.duplicates.load(Ordering::Relaxed),
             rejected: self.rejected.load(Ordering::Relaxed),
+            conflicts: self.conflicts.load(Ordering::Relaxed),
         };
         if let Some(tx) = self.tx.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = tx.send(outcome);

@@ -26,7 +26,8 @@ use ack::AckGroup;
 pub use ack::{CommitError, CommitOutcome, CommitWaiter};
 
 use crate::metrics as m;
-use crate::model::{Event, NewEvent};
+use crate::model::validation::check_created_at;
+use crate::model::{Event, NewEvent, ValidationError};
 use crate::storage::Store;
 
 /// Настройки писателя.
@@ -76,6 +77,16 @@ pub enum LogError {
     /// Логгер остановлен.
     #[error("event logger is shut down")]
     Closed(Box<NewEvent>),
+    /// `created_at` вне диапазона, который обе базы хранят и читают обратно
+    /// ([1970-01-01T00:00:00Z, сейчас + 5 минут]); событие не поставлено
+    /// (учитывается в `eventlog_events_dropped_total`).
+    #[error("event refused: {error}")]
+    Invalid {
+        /// Событие, возвращённое вызывающему.
+        event: Box<NewEvent>,
+        /// Что не так.
+        error: ValidationError,
+    },
 }
 
 /// Пакет не принят целиком; все события возвращаются, ни одно не поставлено.
@@ -87,6 +98,9 @@ pub enum BatchError {
     /// Логгер остановлен.
     #[error("event logger is shut down")]
     Closed(Vec<NewEvent>),
+    /// `created_at` события вне допустимого диапазона (путь `events[i].createdAt`).
+    #[error("batch refused: {1}")]
+    Invalid(Vec<NewEvent>, ValidationError),
 }
 
 /// Водяной знак публикации. Пока писатель не прочитал базу, оба поля −1.
@@ -191,9 +205,21 @@ impl EventLogger {
 
     /// Ставит событие в очередь, не блокируясь. При полной очереди событие
     /// возвращается в ошибке и учитывается в `eventlog_events_dropped_total`.
+    ///
+    /// `created_at` вне [1970-01-01T00:00:00Z, сейчас + 5 минут] — ошибка
+    /// [`LogError::Invalid`]: SQLite сохранил бы строку, которую потом нельзя
+    /// прочитать, а PostgreSQL отверг бы её посреди пакета. Остальные поля
+    /// проверяют ограничения таблицы; отвергнутое базой уходит в таблицу отказов.
     pub fn log_event(&self, event: NewEvent) -> Result<(), LogError> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(LogError::Closed(Box::new(event)));
+        }
+        if let Err(error) = check_created_at(event.created_at, Utc::now()) {
+            metrics::counter!(m::EVENTS_DROPPED).increment(1);
+            return Err(LogError::Invalid {
+                event: Box::new(event),
+                error,
+            });
         }
         match self.inner.tx.try_send(Queued { event, ack: None }) {
             Ok(()) => Ok(()),
@@ -211,6 +237,14 @@ impl EventLogger {
     pub fn log_batch(&self, events: Vec<NewEvent>) -> Result<CommitWaiter, BatchError> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(BatchError::Closed(events));
+        }
+        let now = Utc::now();
+        if let Some(error) = events.iter().enumerate().find_map(|(i, e)| {
+            check_created_at(e.created_at, now)
+                .err()
+                .map(|err| err.at(&format!("events[{i}]")))
+        }) {
+            return Err(BatchError::Invalid(events, error));
         }
         let (group, waiter) = AckGroup::new(events.len());
         if events.is_empty() {

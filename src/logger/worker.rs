@@ -28,7 +28,11 @@ use super::ack::{AckGroup, Done};
 use super::{CommitHook, LoggerConfig, Queued, ShutdownReport, Watermark, WriterState};
 use crate::metrics as m;
 use crate::model::NewEvent;
-use crate::storage::{InsertedRow, StorageError, Store};
+use crate::storage::{InsertedRow, RowOwner, StorageError, Store};
+
+/// Причина в `event_logs_rejected` для события, чей id занят чужой строкой.
+pub(crate) const ID_CONFLICT_REASON: &str =
+    "id conflict: the id is already used by an event of another project or user";
 
 /// Срок остановки истёк: дальше писать нельзя.
 struct DeadlineHit;
@@ -391,7 +395,7 @@ impl Writer {
             let slice_seqs = seqs.as_deref().map(|s| &s[range.clone()]);
             match self.insert_retrying(slice, slice_seqs, out.job.floor).await {
                 Ok(Ok(rows)) => out.inserted.extend(rows),
-                Ok(Err(err)) if slice.len() == 1 => match self.reject(&slice[0], &err).await {
+                Ok(Err(err)) if slice.len() == 1 => match self.reject(&slice[0], &err.to_string()).await {
                     Ok(()) => out.done[range.start] = Done::Rejected,
                     Err(DeadlineHit) => out.unwritten.push(range.start),
                 },
@@ -409,7 +413,59 @@ impl Writer {
                 }
             }
         }
+        self.reject_foreign_ids(&mut out).await;
         out
+    }
+
+    /// Среди событий, которые база сочла повторами, находит те, чей id занят
+    /// строкой другого проекта или пользователя (гонка с проверкой в API или
+    /// `log_event`), и переносит их в таблицу отказов с причиной.
+    async fn reject_foreign_ids(&self, out: &mut Outcome) {
+        // Вставленным считается первое вхождение id в пакете (как в `finish`); все
+        // остальные вхождения — повторы, в том числе от другого запроса в том же
+        // пакете, и их владельца надо сверить со строкой в базе.
+        let inserted: HashSet<Uuid> = out.inserted.iter().map(|r| r.id).collect();
+        let mut first_seen: HashSet<Uuid> = HashSet::with_capacity(inserted.len());
+        let unwritten: HashSet<usize> = out.unwritten.iter().copied().collect();
+        let candidates: Vec<usize> = (0..out.job.events.len())
+            .filter(|i| {
+                let id = out.job.events[*i].id;
+                if inserted.contains(&id) && first_seen.insert(id) {
+                    return false;
+                }
+                out.done[*i] == Done::Duplicate && !unwritten.contains(i)
+            })
+            .collect();
+        if candidates.is_empty() {
+            return;
+        }
+        let claims: Vec<RowOwner> = candidates
+            .iter()
+            .map(|&i| RowOwner::of(&out.job.events[i]))
+            .collect();
+        let mut attempt = 0;
+        let foreign = loop {
+            match self.store.foreign_ids(&claims).await {
+                Ok(f) => break f,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Cannot check the owners of duplicate ids; retrying.");
+                    let delay = backoff(self.config.retry_base, self.config.retry_cap, attempt);
+                    attempt += 1;
+                    if self.wait(delay).await.is_err() {
+                        // Срок остановки: считаем повторами, как до проверки.
+                        return;
+                    }
+                }
+            }
+        };
+        for k in foreign {
+            let i = candidates[k];
+            metrics::counter!(m::EVENTS_ID_CONFLICTS).increment(1);
+            match self.reject(&out.job.events[i], ID_CONFLICT_REASON).await {
+                Ok(()) => out.done[i] = Done::Conflict,
+                Err(DeadlineHit) => out.unwritten.push(i),
+            }
+        }
     }
 
     /// Номера seq для пакета, с повторами.
@@ -541,11 +597,10 @@ impl Writer {
     }
 
     /// Переносит событие в таблицу отказов (с повторами временных ошибок).
-    async fn reject(&self, event: &NewEvent, err: &StorageError) -> Result<(), DeadlineHit> {
-        let text = err.to_string();
+    async fn reject(&self, event: &NewEvent, text: &str) -> Result<(), DeadlineHit> {
         let mut attempt = 0;
         loop {
-            match self.store.insert_rejected(event, &text).await {
+            match self.store.insert_rejected(event, text).await {
                 Ok(()) => {
                     metrics::counter!(m::EVENTS_REJECTED).increment(1);
                     tracing::warn!(event_id = %event.id, error = %text, "Event rejected by the database; moved to event_logs_rejected.");

@@ -19,6 +19,13 @@ pub const EVENT_TYPE_PATTERN: &str = "^[A-Z][A-Z0-9_]{0,63}$";
 pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
 /// На сколько `createdAt` может опережать часы сервера.
 pub const MAX_CLOCK_SKEW: Duration = Duration::minutes(5);
+/// Самое раннее допустимое `createdAt` (1970-01-01T00:00:00Z, включительно).
+///
+/// Обе базы хранят и читают обратно любое время в диапазоне
+/// [1970-01-01T00:00:00Z, сейчас + 5 минут] без потерь; за его пределами
+/// PostgreSQL отвергает строку посреди пакета (годы до −4713), а SQLite сохраняет
+/// текст, который потом не разбирается при чтении.
+pub const MIN_CREATED_AT: DateTime<Utc> = DateTime::<Utc>::UNIX_EPOCH;
 /// Максимальная длина `user_id`, `agent_id`, `tool_name`.
 pub const MAX_NAME_LEN: usize = 128;
 /// Максимальная длина `error_code`.
@@ -83,8 +90,15 @@ pub struct EventDraft {
 
 impl EventDraft {
     /// Проверяет черновик и превращает его в [`NewEvent`] владельца `user_id`.
-    /// `now` — часы сервера (параметр ради тестов).
-    pub fn into_new_event(self, user_id: String, now: DateTime<Utc>) -> Result<NewEvent, ValidationError> {
+    /// `now` — часы сервера (параметр ради тестов); `retention_days` — срок
+    /// хранения (0 — без срока): событие старше него отвергается, а не принимается,
+    /// чтобы через час быть удалённым очисткой.
+    pub fn into_new_event(
+        self,
+        user_id: String,
+        now: DateTime<Utc>,
+        retention_days: u32,
+    ) -> Result<NewEvent, ValidationError> {
         let payload = match self.payload {
             None => serde_json::Map::new(),
             Some(Value::Object(map)) => map,
@@ -104,8 +118,74 @@ impl EventDraft {
             approval_status: self.approval_status,
         };
         validate(&event, now)?;
+        check_retention(event.created_at, now, retention_days)?;
         Ok(event)
     }
+}
+
+/// Проверяет, что `createdAt` лежит в [`MIN_CREATED_AT`, `now` + 5 минут].
+pub fn check_created_at(created_at: DateTime<Utc>, now: DateTime<Utc>) -> Result<(), ValidationError> {
+    if created_at < MIN_CREATED_AT {
+        return Err(ValidationError::new(
+            "createdAt",
+            "must not be before 1970-01-01T00:00:00Z",
+        ));
+    }
+    if created_at > now + MAX_CLOCK_SKEW {
+        return Err(ValidationError::new(
+            "createdAt",
+            "must not be more than 5 minutes in the future",
+        ));
+    }
+    Ok(())
+}
+
+/// Проверяет, что событие не старше срока хранения `retention_days` (0 — без срока).
+pub fn check_retention(
+    created_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+    retention_days: u32,
+) -> Result<(), ValidationError> {
+    if retention_days == 0 {
+        return Ok(());
+    }
+    let oldest = now - Duration::days(i64::from(retention_days));
+    if created_at < oldest {
+        return Err(ValidationError::new(
+            "createdAt",
+            format!(
+                "is older than the retention period of {retention_days} days \
+                 (EVENTLOG_RETENTION_DAYS): must not be before {}",
+                oldest.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Проверяет повторы `id` внутри одного пакета: одинаковые повторы допустимы
+/// (сохраняется одна строка), повтор с другим содержимым — ошибка с индексом
+/// повтора (`events[j].id`), потому что сохранить можно только одно из двух.
+pub fn check_batch_ids(events: &[NewEvent]) -> Result<(), ValidationError> {
+    let mut first: std::collections::HashMap<Uuid, usize> =
+        std::collections::HashMap::with_capacity(events.len());
+    for (j, e) in events.iter().enumerate() {
+        match first.entry(e.id) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(j);
+            }
+            std::collections::hash_map::Entry::Occupied(o) => {
+                let i = *o.get();
+                if events[i] != *e {
+                    return Err(ValidationError::new(
+                        format!("events[{j}].id"),
+                        format!("repeats the id of events[{i}] with different contents"),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Проверяет все поля события по правилам SPEC §2/§5.
@@ -128,12 +208,7 @@ pub fn validate(event: &NewEvent, now: DateTime<Utc>) -> Result<(), ValidationEr
             format!("must be one of {}", ApprovalStatus::ALL.join(", ")),
         ));
     }
-    if event.created_at > now + MAX_CLOCK_SKEW {
-        return Err(ValidationError::new(
-            "createdAt",
-            "must not be more than 5 minutes in the future",
-        ));
-    }
+    check_created_at(event.created_at, now)?;
     check_payload(&event.payload)
 }
 
@@ -197,12 +272,12 @@ mod tests {
     }
 
     fn err(d: EventDraft) -> ValidationError {
-        d.into_new_event("u1".into(), Utc::now()).unwrap_err()
+        d.into_new_event("u1".into(), Utc::now(), 0).unwrap_err()
     }
 
     #[test]
     fn valid_draft_gets_id_time_and_empty_payload() {
-        let ev = draft().into_new_event("u1".into(), Utc::now()).unwrap();
+        let ev = draft().into_new_event("u1".into(), Utc::now(), 0).unwrap();
         assert_eq!(ev.id.get_version_num(), 7);
         assert!(ev.payload.is_empty());
         assert_eq!(ev.created_at.timestamp_subsec_nanos() % 1000, 0);
@@ -288,6 +363,13 @@ mod tests {
                 },
                 "createdAt",
             ),
+            (
+                EventDraft {
+                    created_at: Some(MIN_CREATED_AT - Duration::microseconds(1)),
+                    ..draft()
+                },
+                "createdAt",
+            ),
         ];
         for (d, field) in cases {
             assert_eq!(err(d).path, field);
@@ -304,7 +386,44 @@ mod tests {
             created_at: Some(Utc::now() + Duration::minutes(4)),
             ..draft()
         };
-        ok.into_new_event("u".into(), Utc::now()).unwrap();
+        ok.into_new_event("u".into(), Utc::now(), 0).unwrap();
+    }
+
+    #[test]
+    fn created_at_range_is_1970_to_five_minutes_ahead_and_retention_applies() {
+        let now = Utc::now();
+        let at = |t| EventDraft {
+            created_at: Some(t),
+            ..draft()
+        };
+        at(MIN_CREATED_AT).into_new_event("u".into(), now, 0).unwrap();
+        let far_past = "-10000-01-01T00:00:00Z".parse::<DateTime<Utc>>().unwrap();
+        let e = at(far_past).into_new_event("u".into(), now, 0).unwrap_err();
+        assert_eq!(e.path, "createdAt");
+        assert!(e.message.contains("1970"), "{e}");
+        // Срок хранения 30 дней: 31 день назад — отказ, 29 — принято.
+        let e = at(now - Duration::days(31))
+            .into_new_event("u".into(), now, 30)
+            .unwrap_err();
+        assert!(e.message.contains("retention"), "{e}");
+        at(now - Duration::days(29))
+            .into_new_event("u".into(), now, 30)
+            .unwrap();
+        at(now - Duration::days(31))
+            .into_new_event("u".into(), now, 0)
+            .unwrap();
+    }
+
+    #[test]
+    fn repeated_id_in_batch_is_refused_only_when_contents_differ() {
+        let a = draft().into_new_event("u".into(), Utc::now(), 0).unwrap();
+        let same = vec![a.clone(), a.clone()];
+        check_batch_ids(&same).unwrap();
+        let mut other = a.clone();
+        other.event_type = "OTHER".into();
+        let e = check_batch_ids(&[a.clone(), a.clone(), other]).unwrap_err();
+        assert_eq!(e.path, "events[2].id");
+        assert!(e.message.contains("events[0]"), "{e}");
     }
 
     #[test]

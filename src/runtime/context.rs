@@ -213,6 +213,7 @@ impl Publisher {
                 let (reason, ev) = match &err {
                     LogError::QueueFull(ev) => ("queue_full", ev),
                     LogError::Closed(ev) => ("closed", ev),
+                    LogError::Invalid { event, .. } => ("invalid", event),
                 };
                 tracing::warn!(
                     reason,

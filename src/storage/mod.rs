@@ -26,7 +26,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 
 pub use error::StorageError;
 pub use repository::EventRepository;
-pub use write::{InsertedRow, PgWriteMethod};
+pub use write::{InsertedRow, PgWriteMethod, RowOwner};
 
 /// Столбцы события в порядке, который ожидает декодер строк.
 pub(crate) const EVENT_COLUMNS: &str = "id, seq, session_id, user_id, project_id, agent_id, \

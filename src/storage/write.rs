@@ -361,6 +361,77 @@ impl Store {
     }
 }
 
+/// Владелец уже сохранённой строки: по нему решается, повтор ли это того же
+/// события или чужой id (ключ идемпотентности действует внутри проекта и пользователя).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowOwner {
+    /// Идентификатор события.
+    pub id: Uuid,
+    /// Проект сохранённой строки.
+    pub project_id: Uuid,
+    /// Пользователь сохранённой строки.
+    pub user_id: String,
+}
+
+impl RowOwner {
+    /// Владелец, которого заявляет событие.
+    pub fn of(event: &NewEvent) -> Self {
+        Self {
+            id: event.id,
+            project_id: event.project_id,
+            user_id: event.user_id.clone(),
+        }
+    }
+}
+
+impl Store {
+    /// Владельцы уже сохранённых строк с данными id (проверка идемпотентности).
+    pub async fn owners_of(&self, ids: &[Uuid]) -> Result<Vec<RowOwner>, StorageError> {
+        let backend = self.backend();
+        let mut out = Vec::new();
+        for chunk in ids.chunks(MULTI_ROW_CHUNK * 5) {
+            let mut sql = Sql::new(backend);
+            sql.push("SELECT id, project_id, user_id FROM event_logs WHERE id IN (");
+            for (i, id) in chunk.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.bind_uuid(*id);
+            }
+            sql.push(")");
+            for r in self.db.query_all_raw(sql.build()).await? {
+                out.push(RowOwner {
+                    id: get_uuid(&r, backend, "id")?,
+                    project_id: get_uuid(&r, backend, "project_id")?,
+                    user_id: r.try_get("", "user_id")?,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Заявки `claims` (id и его ожидаемый владелец), чей `id` уже занят строкой
+    /// другого проекта или пользователя: индексы в `claims`, по возрастанию.
+    pub async fn foreign_ids(&self, claims: &[RowOwner]) -> Result<Vec<usize>, StorageError> {
+        if claims.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Uuid> = claims.iter().map(|e| e.id).collect();
+        let owners: std::collections::HashMap<Uuid, RowOwner> = self
+            .owners_of(&ids)
+            .await?
+            .into_iter()
+            .map(|o| (o.id, o))
+            .collect();
+        Ok(claims
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| owners.get(&c.id).is_some_and(|o| o != *c))
+            .map(|(i, _)| i)
+            .collect())
+    }
+}
+
 impl Store {
     /// «Сырой» COPY событий прямо в `event_logs` (одной командой COPY, без
     /// ON CONFLICT и без RETURNING) — базовая линия бенчмарка записи и быстрый

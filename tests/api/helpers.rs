@@ -188,7 +188,12 @@ pub async fn spawn_app(backend: &Backend) -> TestApp {
 }
 
 pub async fn spawn_app_with(backend: &Backend, tweak: impl FnOnce(&mut Settings)) -> TestApp {
-    let db = TestDb::new(backend).await;
+    spawn_app_on(TestDb::new(backend).await, tweak).await
+}
+
+/// Запускает сервер на уже подготовленной базе (например, со строками, записанными
+/// до новой миграции).
+pub async fn spawn_app_on(db: TestDb, tweak: impl FnOnce(&mut Settings)) -> TestApp {
     let mut settings = Settings::for_database(&db.url);
     settings.jwt_secret = Some(SECRET.to_owned().into());
     settings.flush_interval_ms = 5;

@@ -9,6 +9,7 @@ mod filter_parity;
 mod fixture;
 mod hardening;
 mod health;
+mod hostile;
 mod ingest;
 mod isolation;
 mod logger;

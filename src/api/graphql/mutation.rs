@@ -9,7 +9,8 @@ use super::types::{EventInput, IngestResult};
 use crate::api::ApiContext;
 use crate::api::error::ApiError;
 use crate::logger::BatchError;
-use crate::model::EventDraft;
+use crate::model::{EventDraft, validation};
+use crate::storage::RowOwner;
 
 /// Наибольший пакет приёма.
 pub const MAX_INGEST_BATCH: usize = 1000;
@@ -71,9 +72,24 @@ pub async fn ingest(
                 other => other,
             })?;
         let event = draft
-            .into_new_event(user, now)
+            .into_new_event(user, now, api.limits.retention_days)
             .map_err(|e| ApiError::from(e.at(&format!("events[{i}]"))))?;
         batch.push(event);
+    }
+    validation::check_batch_ids(&batch)?;
+    // Заявленные владельцы id (для проверки идемпотентности по арендатору).
+    let claims: Vec<RowOwner> = if wait_for_commit {
+        batch.iter().map(RowOwner::of).collect()
+    } else {
+        Vec::new()
+    };
+    if wait_for_commit {
+        // Ключ идемпотентности действует в пределах проекта и пользователя: id,
+        // уже занятый чужой строкой, — отказ (не «повтор»), и ничего не ставится.
+        // Гонку между этой проверкой и записью ловит писатель (CommitOutcome::conflicts).
+        if let Some(&i) = api.store.foreign_ids(&claims).await?.first() {
+            return Err(id_taken(i));
+        }
     }
     let ids: Vec<_> = batch.iter().map(|e| e.id).collect();
     let accepted = batch.len() as i64;
@@ -83,9 +99,20 @@ pub async fn ingest(
         },
         // Остановка сервера: клиент повторит (в том числе на другом экземпляре).
         BatchError::Closed(_) => ApiError::Backpressure { retry_after_ms: 1000 },
+        BatchError::Invalid(_, e) => ApiError::from(e),
     })?;
     if wait_for_commit {
         let outcome = waiter.wait().await.map_err(|e| ApiError::internal(&e))?;
+        if outcome.conflicts > 0 {
+            // Гонка: чужая строка с тем же id записана между проверкой и записью;
+            // писатель перенёс такие события в event_logs_rejected. Индекс
+            // находим тем же запросом, что и проверка до записи.
+            let first = api.store.foreign_ids(&claims).await?.first().copied();
+            return Err(match first {
+                Some(i) => id_taken(i),
+                None => ApiError::bad_input("events", "an id of this batch is already taken"),
+            });
+        }
         if outcome.rejected > 0 {
             // Остальные события пакета записаны; отвергнутые — в event_logs_rejected.
             return Err(ApiError::internal(&format!(
@@ -96,6 +123,15 @@ pub async fn ingest(
         }
     }
     Ok(IngestResult { accepted, ids })
+}
+
+/// Отказ: id события `i` уже занят строкой другого проекта или пользователя.
+/// Сообщение не раскрывает ничего о той строке, кроме того, что id занят.
+fn id_taken(i: usize) -> ApiError {
+    ApiError::bad_input(
+        format!("events[{i}].id"),
+        "this id is already used by another event; choose a different id",
+    )
 }
 
 /// Оценка, когда в очереди освободится место: глубина очереди при ~20 000
