@@ -6,6 +6,8 @@ use std::time::Duration;
 use clap::Args;
 use secrecy::SecretString;
 
+use crate::storage::SqliteDurability;
+
 /// Настройки `eventlog serve`. Тесты строят их напрямую через [`Settings::for_database`].
 #[derive(Debug, Clone, Args)]
 pub struct Settings {
@@ -64,6 +66,11 @@ pub struct Settings {
     /// Сколько ждать `connection_init` на websocket, мс.
     #[arg(long, env = "EVENTLOG_WS_INIT_TIMEOUT_MS", default_value_t = 10_000)]
     pub ws_init_timeout_ms: u64,
+    /// `PRAGMA synchronous` для SQLite: `full` (по умолчанию; подтверждение переживает
+    /// сбой питания) или `normal` (быстрее; последние подтверждённые события могут
+    /// пропасть при сбое ОС или питания).
+    #[arg(long, env = "EVENTLOG_SQLITE_SYNCHRONOUS", default_value_t = SqliteDurability::Full)]
+    pub sqlite_synchronous: SqliteDurability,
 }
 
 impl Settings {
@@ -87,6 +94,7 @@ impl Settings {
             db_max_connections: 16,
             live_buffer: 16_384,
             ws_init_timeout_ms: 10_000,
+            sqlite_synchronous: SqliteDurability::Full,
         }
     }
 

@@ -62,6 +62,7 @@ impl Application {
             &settings.database_url,
             PoolOptions {
                 max_connections: settings.db_max_connections,
+                sqlite_synchronous: settings.sqlite_synchronous,
                 ..Default::default()
             },
         )

@@ -30,6 +30,7 @@ async fn memory_stream() -> StreamManager {
         PoolOptions {
             max_connections: 1,
             acquire_timeout: Duration::from_secs(86_400),
+            ..Default::default()
         },
     )
     .await

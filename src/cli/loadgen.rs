@@ -5,6 +5,7 @@
 //!   задержка `log_event` p50/p99.
 //! - `--target reads`: засевает N строк и меряет страницу из 50 строк с фильтром и
 //!   аналитику проекта за 7 дней (p50/p95), печатает планы EXPLAIN.
+//! - `--target sqlite-sync`: SQLite, EventLogger при `synchronous=FULL` и `NORMAL`.
 
 use std::time::{Duration, Instant};
 
@@ -22,7 +23,7 @@ use eventlog::logger::{EventLogger, LogError, LoggerConfig};
 use eventlog::model::{EventType, NewEvent};
 use eventlog::query::{EventFilter, ReadScope, SortOrder};
 use eventlog::storage::analytics::Bucket;
-use eventlog::storage::{PgWriteMethod, PoolOptions, Store};
+use eventlog::storage::{PgWriteMethod, PoolOptions, SqliteDurability, Store};
 
 /// Что мерить.
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -31,6 +32,8 @@ pub enum Target {
     Inprocess,
     /// Чтение на засеянной базе.
     Reads,
+    /// SQLite: EventLogger с `synchronous=FULL` против `NORMAL` (цена долговечности).
+    SqliteSync,
 }
 
 /// Способ записи для `inprocess`.
@@ -83,6 +86,12 @@ pub struct LoadgenArgs {
 
 /// Запуск.
 pub async fn run(args: LoadgenArgs) -> Result<()> {
+    if matches!(args.target, Target::SqliteSync) {
+        if !args.database_url.starts_with("sqlite:") {
+            bail!("--database-url: --target sqlite-sync needs a sqlite:// URL");
+        }
+        return sqlite_sync(&args).await;
+    }
     if !args.database_url.starts_with("postgres") {
         bail!("--database-url: loadgen measures PostgreSQL; give a postgres:// URL");
     }
@@ -93,6 +102,7 @@ pub async fn run(args: LoadgenArgs) -> Result<()> {
     match args.target {
         Target::Inprocess => inprocess(&store, &args).await,
         Target::Reads => reads(&store, &args).await,
+        Target::SqliteSync => sqlite_sync(&args).await,
     }
 }
 
@@ -157,6 +167,13 @@ fn generate(rng: &mut StdRng, n: usize, projects: &[Uuid]) -> Vec<NewEvent> {
 }
 
 async fn truncate(store: &Store) -> Result<()> {
+    if !store.is_postgres() {
+        store
+            .connection()
+            .execute_unprepared("DELETE FROM event_logs")
+            .await?;
+        return Ok(());
+    }
     store
         .connection()
         .execute_unprepared("TRUNCATE event_logs RESTART IDENTITY")
@@ -193,6 +210,8 @@ async fn run_logger(
         LoggerConfig {
             batch_size,
             max_in_flight: in_flight,
+            // Замер дописывает всю очередь при остановке: срок не должен её обрезать.
+            shutdown_timeout: Duration::from_secs(3600),
             ..Default::default()
         },
         None,
@@ -307,6 +326,61 @@ async fn inprocess(store: &Store, args: &LoadgenArgs) -> Result<()> {
         hist.max()
     );
     truncate(store).await?;
+    Ok(())
+}
+
+/// SQLite: строки в секунду через EventLogger при `synchronous=FULL` и `NORMAL`;
+/// режимы чередуются по раундам, отчёт — медианы.
+async fn sqlite_sync(args: &LoadgenArgs) -> Result<()> {
+    let mut rng = StdRng::seed_from_u64(args.seed);
+    let projects: Vec<Uuid> = (0..PROJECTS).map(|_| Uuid::now_v7()).collect();
+    let events = generate(&mut rng, args.events, &projects);
+    println!(
+        "sqlite-sync: {} rows/run, batch {}, {} rounds",
+        events.len(),
+        args.batch_size,
+        args.rounds
+    );
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 10_000_000_000, 3)?;
+    let modes = [SqliteDurability::Full, SqliteDurability::Normal];
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
+    for round in 0..args.rounds {
+        let mut order: Vec<usize> = (0..modes.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for i in order {
+            let store = Store::connect(
+                &args.database_url,
+                PoolOptions {
+                    sqlite_synchronous: modes[i],
+                    ..Default::default()
+                },
+            )
+            .await
+            .context("while connecting")?;
+            store.migrate_up().await.context("while migrating")?;
+            let (rate, _) = run_logger(
+                &store,
+                &events,
+                PgWriteMethod::default(),
+                args.batch_size,
+                1,
+                &mut hist,
+            )
+            .await?;
+            println!("round {}: synchronous={} {:.0} rows/s", round + 1, modes[i], rate);
+            rates[i].push(rate);
+            store.close().await?;
+        }
+    }
+    let full = median(rates[0].clone());
+    let normal = median(rates[1].clone());
+    println!(
+        "median synchronous=full {full:.0} rows/s, synchronous=normal {normal:.0} rows/s, \
+         full/normal {:.2}x",
+        full / normal
+    );
     Ok(())
 }
 

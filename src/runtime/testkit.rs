@@ -29,6 +29,7 @@ pub(crate) async fn memory_stream() -> StreamManager {
         PoolOptions {
             max_connections: 1,
             acquire_timeout: Duration::from_secs(86_400),
+            ..Default::default()
         },
     )
     .await

@@ -41,6 +41,39 @@ pub struct Store {
     statements: Arc<AtomicU64>,
 }
 
+/// Режим `PRAGMA synchronous` SQLite (`EVENTLOG_SQLITE_SYNCHRONOUS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SqliteDurability {
+    /// `FULL` (по умолчанию): подтверждённая фиксация переживает сбой питания и ОС
+    /// (fsync WAL при каждой фиксации).
+    #[default]
+    Full,
+    /// `NORMAL`: быстрее, но в режиме WAL последние фиксации могут пропасть при
+    /// сбое питания или ОС (не при падении процесса).
+    Normal,
+}
+
+impl std::str::FromStr for SqliteDurability {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "full" => Ok(Self::Full),
+            "normal" => Ok(Self::Normal),
+            other => Err(format!("expected full or normal, got {other}")),
+        }
+    }
+}
+
+impl std::fmt::Display for SqliteDurability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Full => "full",
+            Self::Normal => "normal",
+        })
+    }
+}
+
 /// Параметры пула.
 #[derive(Debug, Clone)]
 pub struct PoolOptions {
@@ -48,6 +81,8 @@ pub struct PoolOptions {
     pub max_connections: u32,
     /// Сколько ждать свободного соединения.
     pub acquire_timeout: Duration,
+    /// `synchronous` для SQLite (на PostgreSQL не влияет).
+    pub sqlite_synchronous: SqliteDurability,
 }
 
 impl Default for PoolOptions {
@@ -55,13 +90,15 @@ impl Default for PoolOptions {
         Self {
             max_connections: 16,
             acquire_timeout: Duration::from_secs(5),
+            sqlite_synchronous: SqliteDurability::Full,
         }
     }
 }
 
 impl Store {
     /// Подключается по URL `postgres://…` или `sqlite://PATH?mode=rwc`.
-    /// SQLite открывается в режиме WAL с `synchronous=NORMAL`.
+    /// SQLite открывается в режиме WAL с `synchronous` из `opts` (по умолчанию
+    /// `FULL`: «подтверждено ⇒ сохранено» и при сбое питания).
     pub async fn connect(url: &str, opts: PoolOptions) -> Result<Self, StorageError> {
         let mut db = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let connect = PgConnectOptions::from_str(url)?;
@@ -74,7 +111,10 @@ impl Store {
         } else if url.starts_with("sqlite:") {
             let connect = SqliteConnectOptions::from_str(url)?
                 .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Normal)
+                .synchronous(match opts.sqlite_synchronous {
+                    SqliteDurability::Full => SqliteSynchronous::Full,
+                    SqliteDurability::Normal => SqliteSynchronous::Normal,
+                })
                 .busy_timeout(Duration::from_secs(5));
             // База в памяти живёт в одном соединении: пул из одного.
             let max = if url.contains(":memory:") {

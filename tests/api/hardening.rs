@@ -19,6 +19,7 @@ async fn limits_depth_complexity_aliases_batches_methods_types_and_size(b: Backe
         "}".repeat(12)
     );
     let r = app.graphql(Some(&t), &deep, json!({})).await;
+    assert_eq!(code(&r), "GRAPHQL_VALIDATION_FAILED", "{r}");
     assert!(
         r["errors"][0]["message"]
             .as_str()
@@ -32,6 +33,7 @@ async fn limits_depth_complexity_aliases_batches_methods_types_and_size(b: Backe
     // Сложность: много полей (30 аналитик по ~40 полей > 500).
     let wide = format!("{{ {} }}", (0..30).map(|i| format!("a{i}: analytics(projectId: \"{p}\") {{ totalEvents sessions eventTypeCounts {{ eventType count }} agentInteractions {{ agentId events sessions toolCalls errors lastSeenAt }} errorStats {{ totalErrors errorRate byCode {{ errorCode count }} byTool {{ toolName calls errors }} }} timeline {{ bucketStart events errors }} approvals {{ required approved rejected timedOut }} }}")).collect::<Vec<_>>().join(" "));
     let r = app.graphql(Some(&t), &wide, json!({})).await;
+    assert_eq!(code(&r), "GRAPHQL_VALIDATION_FAILED", "{r}");
     assert!(
         r["errors"][0]["message"]
             .as_str()
@@ -49,7 +51,7 @@ async fn limits_depth_complexity_aliases_batches_methods_types_and_size(b: Backe
             .join(" ")
     );
     let r = app.graphql(Some(&t), &aliases, json!({})).await;
-    assert_eq!(code(&r), "BAD_USER_INPUT", "{r}");
+    assert_eq!(code(&r), "GRAPHQL_VALIDATION_FAILED", "{r}");
     let few = format!(
         "{{ {} }}",
         (0..30)

@@ -370,3 +370,34 @@ async fn an_id_stored_by_another_user_or_project_is_refused_not_acknowledged(b: 
     }
 }
 both!(an_id_stored_by_another_user_or_project_is_refused_not_acknowledged);
+
+/// `PRAGMA synchronous` соединений пула сервера.
+async fn synchronous(app: &TestApp) -> i64 {
+    let row = app
+        .store
+        .connection()
+        .query_one_raw(Statement::from_string(
+            app.store.backend(),
+            "PRAGMA synchronous".to_owned(),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    row.try_get_by_index::<i64>(0).unwrap()
+}
+
+/// Только SQLite: на PostgreSQL подтверждение и так ждёт сброса WAL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_acknowledgements_are_durable_by_default_and_normal_is_opt_in() {
+    use eventlog::storage::SqliteDurability;
+    let app = spawn_app(&Backend::Sqlite).await;
+    // 2 = FULL: fsync при каждой фиксации, подтверждение переживает сбой питания.
+    assert_eq!(synchronous(&app).await, 2);
+    let fast = spawn_app_with(&Backend::Sqlite, |s| {
+        s.sqlite_synchronous = SqliteDurability::Normal;
+    })
+    .await;
+    assert_eq!(synchronous(&fast).await, 1);
+    assert_eq!("NORMAL".parse::<SqliteDurability>(), Ok(SqliteDurability::Normal));
+    assert!("off".parse::<SqliteDurability>().is_err());
+}

@@ -247,9 +247,13 @@ both!(a_row_the_database_rejects_goes_to_dead_letter_and_the_rest_is_stored);
 /// новые 1,5 с. Ничего не теряется и не дублируется (только PostgreSQL: у SQLite
 /// нет сетевого соединения).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(eventlog_test_postgres),
+    ignore = "needs EVENTLOG_TEST_POSTGRES_URL at build time"
+)]
 async fn database_going_away_mid_stream_loses_and_duplicates_nothing() {
     crate::helpers::init_log();
-    let Some(b) = Backend::postgres() else { return };
+    let b = Backend::require_postgres();
     let (db, direct) = migrated(&b).await;
     let proxy = FaultProxy::start(pg_host_port(&db.url)).await;
     let proxied_url = {
@@ -269,6 +273,7 @@ async fn database_going_away_mid_stream_loses_and_duplicates_nothing() {
         PoolOptions {
             max_connections: 4,
             acquire_timeout: Duration::from_secs(2),
+            ..Default::default()
         },
     )
     .await

@@ -5,6 +5,7 @@ mod helpers;
 
 mod analytics;
 mod auth;
+mod error_codes;
 mod filter_parity;
 mod fixture;
 mod hardening;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_graphql::dataloader::DataLoader;
 use async_graphql::http::GraphiQLSource;
 use async_graphql::parser::types::{DocumentOperations, OperationType};
-use async_graphql::{Request, Response, ServerError, Variables};
+use async_graphql::{Request, Response, Variables};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
@@ -45,6 +45,41 @@ fn plain_error(status: StatusCode, code: &str, message: &str) -> axum::response:
         .into_response()
 }
 
+/// Медиатип ответа GraphQL over HTTP.
+pub const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
+
+/// Клиент просит `application/graphql-response+json` (заголовок `Accept`).
+fn wants_graphql_response(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|part| part.split(';').next())
+        .any(|m| m.trim().eq_ignore_ascii_case(GRAPHQL_RESPONSE_JSON))
+}
+
+/// Ответ в медиатипе, который просил клиент. С `application/graphql-response+json`
+/// ошибка запроса (разбор, проверка, переменные) — 400 без поля `data`; с
+/// `application/json` — 200, как ждут старые клиенты.
+fn respond(headers: &HeaderMap, resp: Response) -> axum::response::Response {
+    if !wants_graphql_response(headers) {
+        return Json(resp).into_response();
+    }
+    let content_type = [(
+        header::CONTENT_TYPE,
+        "application/graphql-response+json; charset=utf-8",
+    )];
+    if super::codes::is_request_error(&resp) {
+        let body = json!({"errors": resp.errors});
+        return (StatusCode::BAD_REQUEST, content_type, body.to_string()).into_response();
+    }
+    match serde_json::to_string(&resp) {
+        Ok(body) => (StatusCode::OK, content_type, body).into_response(),
+        Err(e) => crate::api::error::ApiError::internal(&e).into_response(),
+    }
+}
+
 async fn execute(state: &AppState, headers: &HeaderMap, req: Request) -> axum::response::Response {
     let loader = DataLoader::new(
         SessionLoader {
@@ -56,15 +91,9 @@ async fn execute(state: &AppState, headers: &HeaderMap, req: Request) -> axum::r
     let timeout = Duration::from_millis(state.settings.request_timeout_ms);
     let resp = match tokio::time::timeout(timeout, state.schema.execute(req)).await {
         Ok(r) => r,
-        Err(_) => {
-            let mut e = ServerError::new("request timed out", None);
-            let mut ext = async_graphql::ErrorExtensionValues::default();
-            ext.set("code", "INTERNAL");
-            e.extensions = Some(ext);
-            Response::from_errors(vec![e])
-        }
+        Err(_) => super::codes::timeout_response(timeout),
     };
-    Json(resp).into_response()
+    respond(headers, resp)
 }
 
 /// `POST /graphql`.

@@ -56,7 +56,7 @@ impl Extension for AliasLimitExt {
         if ops + frags > self.0 {
             let mut err = ServerError::new(format!("too many aliases: at most {} per request", self.0), None);
             let mut ext = async_graphql::ErrorExtensionValues::default();
-            ext.set("code", "BAD_USER_INPUT");
+            ext.set("code", super::codes::VALIDATION_FAILED);
             err.extensions = Some(ext);
             return Err(err);
         }

@@ -1,8 +1,9 @@
 //! GraphQL API (SPEC §5): схема из частей по возможностям, HTTP-обработчики и
 //! websocket. Части: [`query`] (история и аналитика), [`mutation`] (приём),
 //! [`subscription`] (живые события), [`types`], [`loader`] (DataLoader сессий),
-//! [`limits`] (предел псевдонимов), [`ws`] (протокол websocket с защитами).
+//! [`codes`] (`extensions.code` для ошибок async-graphql), [`limits`] (предел псевдонимов), [`ws`] (протокол websocket с защитами).
 
+pub mod codes;
 pub mod http;
 pub mod limits;
 pub mod loader;
@@ -65,11 +66,14 @@ pub fn build_schema(api: Option<ApiContext>, introspection: bool) -> AppSchema {
     .limit_complexity(MAX_COMPLEXITY)
     .limit_directives(10)
     .disable_suggestions()
+    // Первым: видит ошибки всех остальных расширений и ставит недостающие коды.
+    .extension(codes::ErrorCodes)
     .extension(limits::AliasLimit(limits::MAX_ALIASES));
     if !introspection {
         b = b.disable_introspection();
     }
     if let Some(api) = api {
+        b = b.extension(codes::ExecutionTimeout(api.limits.request_timeout));
         let loader = DataLoader::new(
             loader::SessionLoader {
                 store: api.store.clone(),
