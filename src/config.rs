@@ -71,6 +71,22 @@ pub struct Settings {
     /// пропасть при сбое ОС или питания).
     #[arg(long, env = "EVENTLOG_SQLITE_SYNCHRONOUS", default_value_t = SqliteDurability::Full)]
     pub sqlite_synchronous: SqliteDurability,
+    /// Наибольший REST `offset` (глубже — курсор).
+    #[arg(long, env = "EVENTLOG_MAX_OFFSET", default_value_t = 10_000)]
+    pub max_offset: i64,
+    /// Наибольший размер образца `payloadContains`, байт сериализованного JSON.
+    #[arg(long, env = "EVENTLOG_PAYLOAD_CONTAINS_MAX_BYTES", default_value_t = 4096)]
+    pub payload_contains_max_bytes: usize,
+    /// Наибольшее число websocket-соединений на сервер.
+    #[arg(long, env = "EVENTLOG_WS_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub ws_max_connections: usize,
+    /// Наибольшее число websocket-соединений одного вызывающего (JWT `sub`).
+    #[arg(long, env = "EVENTLOG_WS_MAX_CONNECTIONS_PER_TOKEN", default_value_t = 16)]
+    pub ws_max_connections_per_token: usize,
+    /// Наибольшее число одновременных подписок одного вызывающего (JWT `sub`) на
+    /// всех его соединениях.
+    #[arg(long, env = "EVENTLOG_WS_MAX_SUBSCRIPTIONS_PER_TOKEN", default_value_t = 200)]
+    pub ws_max_subscriptions_per_token: usize,
 }
 
 impl Settings {
@@ -95,6 +111,11 @@ impl Settings {
             live_buffer: 16_384,
             ws_init_timeout_ms: 10_000,
             sqlite_synchronous: SqliteDurability::Full,
+            max_offset: 10_000,
+            payload_contains_max_bytes: 4096,
+            ws_max_connections: 10_000,
+            ws_max_connections_per_token: 16,
+            ws_max_subscriptions_per_token: 200,
         }
     }
 

@@ -88,6 +88,7 @@ impl Application {
             stream,
             cursors: CursorCodec::new(&secret),
             limits: Arc::new(api::limits::ApiLimits::from_settings(&settings)),
+            ws: Arc::default(),
         };
         let schema = api::graphql::build_schema(Some(api_ctx.clone()), !settings.disable_introspection);
         let listener = TcpListener::bind(settings.listen)

@@ -13,6 +13,16 @@ pub struct ApiLimits {
     /// Предел времени выполнения запроса или мутации (HTTP и websocket);
     /// превышение — `TIMEOUT`.
     pub request_timeout: Duration,
+    /// Наибольший REST `offset`.
+    pub max_offset: i64,
+    /// Наибольший размер образца `payloadContains`, байт.
+    pub payload_contains_max_bytes: usize,
+    /// websocket-соединений на сервер.
+    pub ws_max_connections: usize,
+    /// websocket-соединений одного вызывающего.
+    pub ws_max_connections_per_token: usize,
+    /// Подписок одного вызывающего на всех соединениях.
+    pub ws_max_subscriptions_per_token: usize,
 }
 
 impl ApiLimits {
@@ -21,6 +31,11 @@ impl ApiLimits {
         Self {
             retention_days: s.retention_days,
             request_timeout: Duration::from_millis(s.request_timeout_ms),
+            max_offset: s.max_offset,
+            payload_contains_max_bytes: s.payload_contains_max_bytes,
+            ws_max_connections: s.ws_max_connections,
+            ws_max_connections_per_token: s.ws_max_connections_per_token,
+            ws_max_subscriptions_per_token: s.ws_max_subscriptions_per_token,
         }
     }
 }

@@ -46,6 +46,8 @@ pub struct ApiContext {
     pub cursors: CursorCodec,
     /// Пределы и правила приёма из настроек.
     pub limits: Arc<limits::ApiLimits>,
+    /// Счётчики websocket-соединений и подписок (пределы на вызывающего и на сервер).
+    pub ws: Arc<graphql::ws::WsRegistry>,
 }
 
 /// Состояние маршрутизатора.

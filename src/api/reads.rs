@@ -57,13 +57,18 @@ fn check_first(field: &str, first: i64, max: i64) -> Result<usize, ApiError> {
     Ok(first as usize)
 }
 
-/// Проверяет фильтр и возвращает область чтения проекта.
+/// Проверяет фильтр (в том числе размер `payloadContains` по пределу сервера) и
+/// возвращает область чтения проекта.
 pub fn scope_for(
+    ctx: &ApiContext,
     principal: &Principal,
     project_id: Uuid,
     filter: &EventFilter,
 ) -> Result<ReadScope, ApiError> {
     filter.validate().map_err(|e| e.at("filter"))?;
+    filter
+        .check_payload_contains(ctx.limits.payload_contains_max_bytes)
+        .map_err(|e| e.at("filter"))?;
     Ok(principal.read_scope(project_id)?)
 }
 
@@ -82,7 +87,16 @@ pub async fn events_page(
     if req.offset < 0 {
         return Err(ApiError::bad_input("offset", "must be at least 0"));
     }
-    let scope = scope_for(principal, req.project_id, &req.filter)?;
+    if req.offset > ctx.limits.max_offset {
+        return Err(ApiError::bad_input(
+            "offset",
+            format!(
+                "must be at most {} (EVENTLOG_MAX_OFFSET); page further with the cursor",
+                ctx.limits.max_offset
+            ),
+        ));
+    }
+    let scope = scope_for(ctx, principal, req.project_id, &req.filter)?;
     let binding = QueryBinding::new(req.kind, &scope, req.order, Some(&req.filter), "");
     let after = req
         .after
@@ -125,7 +139,7 @@ pub async fn sessions_page(
     after: Option<&str>,
 ) -> Result<PageOut<SessionSummary>, ApiError> {
     let limit = check_first("first", first, MAX_PAGE)?;
-    let scope = scope_for(principal, project_id, &filter)?;
+    let scope = scope_for(ctx, principal, project_id, &filter)?;
     let binding = QueryBinding::new(
         CursorKind::Sessions,
         &scope,
@@ -168,6 +182,6 @@ pub async fn analytics(
     filter: EventFilter,
     bucket: Bucket,
 ) -> Result<Analytics, ApiError> {
-    let scope = scope_for(principal, project_id, &filter)?;
+    let scope = scope_for(ctx, principal, project_id, &filter)?;
     Ok(ctx.repo.get_analytics(&scope, &filter, bucket).await?)
 }

@@ -14,6 +14,8 @@ use crate::model::{Event, ValidationError};
 
 /// Наибольшая длина списков `eventTypes` и `agentIds`.
 pub const MAX_FILTER_LIST: usize = 100;
+/// Наибольшее число ключей и элементов в образце `payloadContains`.
+pub const MAX_PAYLOAD_CONTAINS_TERMS: usize = 100;
 
 /// Порядок выдачи событий по (createdAt, id).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -69,6 +71,38 @@ impl EventFilter {
             && !p.is_object()
         {
             return Err(ValidationError::new("payloadContains", "must be a JSON object"));
+        }
+        Ok(())
+    }
+
+    /// Проверяет размер образца `payloadContains`: не больше `max_bytes` байт
+    /// сериализованного JSON и не больше [`MAX_PAYLOAD_CONTAINS_TERMS`] ключей и
+    /// значений (каждый — условие SQL; на SQLite тысячи условий превышают пределы
+    /// разбора, и отказ должен быть понятным, а не INTERNAL).
+    pub fn check_payload_contains(&self, max_bytes: usize) -> Result<(), ValidationError> {
+        fn terms(v: &Value) -> usize {
+            match v {
+                Value::Object(m) => m.values().map(|v| 1 + terms(v)).sum(),
+                Value::Array(a) => a.iter().map(|v| 1 + terms(v)).sum(),
+                _ => 0,
+            }
+        }
+        let Some(p) = &self.payload_contains else {
+            return Ok(());
+        };
+        let bytes = serde_json::to_string(p).map_or(usize::MAX, |s| s.len());
+        if bytes > max_bytes {
+            return Err(ValidationError::new(
+                "payloadContains",
+                format!("must be at most {max_bytes} bytes serialized, got {bytes}"),
+            ));
+        }
+        let n = terms(p);
+        if n > MAX_PAYLOAD_CONTAINS_TERMS {
+            return Err(ValidationError::new(
+                "payloadContains",
+                format!("must have at most {MAX_PAYLOAD_CONTAINS_TERMS} keys and elements, got {n}"),
+            ));
         }
         Ok(())
     }

@@ -12,7 +12,9 @@ mod hardening;
 mod health;
 mod hostile;
 mod ingest;
+
 mod isolation;
+mod limits;
 mod logger;
 mod migrations;
 mod pagination;

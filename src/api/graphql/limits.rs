@@ -10,6 +10,22 @@ use async_graphql::{ServerError, ServerResult, Variables};
 /// Наибольшее число псевдонимов в одном запросе.
 pub const MAX_ALIASES: usize = 30;
 
+/// Цена `analytics` в единицах сложности (предел запроса — 500): два тяжёлых
+/// агрегирующих запроса к базе, поэтому в один запрос помещается не больше 4.
+pub const ANALYTICS_COST: usize = 100;
+/// Цена `sessions`: агрегат по всем событиям проекта на каждую страницу.
+pub const SESSIONS_COST: usize = 50;
+/// Строк страницы на единицу множителя сложности вложенных полей.
+pub const ROWS_PER_COST_UNIT: usize = 250;
+
+/// Сложность страницы: вложенные поля стоят пропорционально числу строк
+/// (`first` / 250, не меньше 1), так что много больших страниц в одном запросе
+/// не помещаются, а обычная страница стоит как раньше.
+pub fn page_cost(first: Option<i32>, default: i32, child_complexity: usize) -> usize {
+    let rows = first.unwrap_or(default).max(1) as usize;
+    1 + child_complexity * rows.div_ceil(ROWS_PER_COST_UNIT)
+}
+
 /// Фабрика расширения.
 pub struct AliasLimit(pub usize);
 

@@ -74,6 +74,7 @@ fn connection(
 #[Object]
 impl EventQuery {
     /// События проекта под фильтром, по (createdAt, id), сначала новые по умолчанию.
+    #[graphql(complexity = "super::limits::page_cost(first, 50, child_complexity)")]
     async fn events(
         &self,
         ctx: &Context<'_>,
@@ -105,6 +106,7 @@ impl EventQuery {
     }
 
     /// События сессии, сначала старые.
+    #[graphql(complexity = "super::limits::page_cost(first, 500, child_complexity)")]
     async fn session_events(
         &self,
         ctx: &Context<'_>,
@@ -138,7 +140,8 @@ impl EventQuery {
     async fn event(&self, ctx: &Context<'_>, project_id: Uuid, id: Uuid) -> Result<Option<EventNode>> {
         let p = principal(ctx).map_err(ApiError::into_gql)?;
         let api = ctx.data::<ApiContext>()?;
-        let scope = reads::scope_for(p, project_id, &EventFilter::default()).map_err(ApiError::into_gql)?;
+        let scope =
+            reads::scope_for(api, p, project_id, &EventFilter::default()).map_err(ApiError::into_gql)?;
         let found = api
             .repo
             .get_event(&scope, id)
@@ -152,6 +155,9 @@ impl EventQuery {
     }
 
     /// Сессии с хотя бы одним видимым подходящим событием, по последней активности.
+    #[graphql(
+        complexity = "super::limits::SESSIONS_COST + super::limits::page_cost(first, 50, child_complexity)"
+    )]
     async fn sessions(
         &self,
         ctx: &Context<'_>,
@@ -190,6 +196,7 @@ pub struct AnalyticsQuery;
 #[Object]
 impl AnalyticsQuery {
     /// Аналитика проекта под фильтром; считается базой.
+    #[graphql(complexity = "super::limits::ANALYTICS_COST + child_complexity")]
     async fn analytics(
         &self,
         ctx: &Context<'_>,

@@ -31,7 +31,8 @@ impl EventSubscription {
         let auth = auth_state(ctx).map_err(ApiError::into_gql)?.clone();
         let api = ctx.data::<ApiContext>()?;
         let filter = filter.map(Into::into).unwrap_or_default();
-        let scope = reads::scope_for(&auth.principal, project_id, &filter).map_err(ApiError::into_gql)?;
+        let scope =
+            reads::scope_for(api, &auth.principal, project_id, &filter).map_err(ApiError::into_gql)?;
         let after = after_seq
             .map(|s| {
                 s.parse::<i64>()

@@ -7,9 +7,15 @@
 //! - повтор id активной подписки — закрытие 4409 (graphql-transport-ws) или
 //!   ошибка для этого id (graphql-ws), а не тихая подмена;
 //! - не более [`MAX_SUBSCRIPTIONS_PER_CONNECTION`] подписок на соединение;
+//! - пределы на вызывающего (JWT `sub`) и на сервер ([`WsRegistry`]): соединений
+//!   всего (сверх — HTTP 429 с `Retry-After` до апгрейда), соединений одного
+//!   вызывающего (сверх — закрытие 4429 после `connection_init`) и подписок одного
+//!   вызывающего на всех его соединениях (сверх — ошибка операции с кодом
+//!   RATE_LIMITED); так один шумный клиент не занимает ресурсы остальных;
 //! - пределы размера сообщения и кадра.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -36,13 +42,126 @@ pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 /// Предел размера кадра, байт.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 
-#[derive(Default)]
+/// Код закрытия при превышении числа соединений одного вызывающего.
+pub const CLOSE_RATE_LIMITED: u16 = 4429;
+
+/// Счётчики websocket на весь сервер: соединения всего и, по вызывающему (JWT
+/// `sub`), соединения и подписки. Один на приложение (в [`ApiContext`](crate::api::ApiContext)).
+#[derive(Debug, Default)]
+pub struct WsRegistry {
+    total: AtomicUsize,
+    per_caller: Mutex<HashMap<String, CallerUse>>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct CallerUse {
+    connections: usize,
+    subscriptions: usize,
+}
+
+impl WsRegistry {
+    /// Занимает место соединения, если общий предел не достигнут. Место
+    /// освобождается, когда возвращённый [`ConnSlot`] уничтожается.
+    fn open(self: &Arc<Self>, max: usize) -> Option<ConnSlot> {
+        self.total
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        Some(ConnSlot {
+            registry: self.clone(),
+            caller: None,
+            subscriptions: 0,
+        })
+    }
+
+    fn with_caller<R>(&self, sub: &str, f: impl FnOnce(&mut CallerUse) -> R) -> R {
+        let mut map = self.per_caller.lock().unwrap_or_else(PoisonError::into_inner);
+        let entry = map.entry(sub.to_owned()).or_default();
+        let out = f(entry);
+        if entry.connections == 0 && entry.subscriptions == 0 {
+            map.remove(sub);
+        }
+        out
+    }
+}
+
+/// Место одного соединения в [`WsRegistry`]; при уничтожении возвращает всё,
+/// что соединение занимало (соединение вызывающего и его подписки).
+struct ConnSlot {
+    registry: Arc<WsRegistry>,
+    caller: Option<String>,
+    subscriptions: usize,
+}
+
+impl ConnSlot {
+    /// Привязывает соединение к вызывающему; `false` — его предел соединений исчерпан.
+    fn bind(&mut self, sub: &str, max: usize) -> bool {
+        if self.caller.is_some() {
+            return true;
+        }
+        let ok = self.registry.with_caller(sub, |u| {
+            if u.connections >= max {
+                return false;
+            }
+            u.connections += 1;
+            true
+        });
+        if ok {
+            self.caller = Some(sub.to_owned());
+        }
+        ok
+    }
+
+    /// Занимает подписку вызывающего; `false` — предел подписок исчерпан.
+    fn add_subscription(&mut self, max: usize) -> bool {
+        let Some(sub) = &self.caller else { return true };
+        let ok = self.registry.with_caller(sub, |u| {
+            if u.subscriptions >= max {
+                return false;
+            }
+            u.subscriptions += 1;
+            true
+        });
+        if ok {
+            self.subscriptions += 1;
+        }
+        ok
+    }
+
+    fn remove_subscription(&mut self) {
+        let Some(sub) = &self.caller else { return };
+        if self.subscriptions > 0 {
+            self.subscriptions -= 1;
+            self.registry
+                .with_caller(sub, |u| u.subscriptions = u.subscriptions.saturating_sub(1));
+        }
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        if let Some(sub) = &self.caller {
+            let n = self.subscriptions;
+            self.registry.with_caller(sub, |u| {
+                u.connections = u.connections.saturating_sub(1);
+                u.subscriptions = u.subscriptions.saturating_sub(n);
+            });
+        }
+        self.registry.total.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 struct Guard {
     /// Активные id подписок этого соединения.
     active: HashSet<String>,
     /// Проверенный токен из connection_init; забирается колбэком инициализации.
     auth: Option<Authenticated>,
     init_seen: bool,
+    /// Место соединения в реестре (соединение и подписки вызывающего).
+    slot: ConnSlot,
+    /// Пределы на вызывающего: (соединений, подписок).
+    caps: (usize, usize),
 }
 
 fn lock(g: &Mutex<Guard>) -> std::sync::MutexGuard<'_, Guard> {
@@ -70,11 +189,30 @@ pub async fn graphql_ws(
         )
             .into_response();
     };
+    let limits = state.api.limits.clone();
+    let Some(slot) = state.api.ws.open(limits.ws_max_connections) else {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, "1")],
+            axum::Json(json!({"errors": [{
+                "message": format!(
+                    "too many websocket connections: at most {} per server (EVENTLOG_WS_MAX_CONNECTIONS)",
+                    limits.ws_max_connections
+                ),
+                "extensions": {"code": super::codes::RATE_LIMITED},
+            }]})),
+        )
+            .into_response();
+    };
+    let caps = (
+        limits.ws_max_connections_per_token,
+        limits.ws_max_subscriptions_per_token,
+    );
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
-        .on_upgrade(move |socket| serve(state, socket, protocol))
+        .on_upgrade(move |socket| serve(state, socket, protocol, slot, caps))
 }
 
 /// Кадр закрытия. Причина обрезается до 123 байт (предел управляющего кадра
@@ -91,8 +229,8 @@ fn close(code: u16, reason: &str) -> Message {
 }
 
 /// Сообщение об ошибке для одной операции в формате протокола.
-fn op_error(proto: WebSocketProtocols, id: &str, message: &str) -> Message {
-    let err = json!({"message": message, "extensions": {"code": "BAD_USER_INPUT"}});
+fn op_error(proto: WebSocketProtocols, id: &str, code: &str, message: &str) -> Message {
+    let err = json!({"message": message, "extensions": {"code": code}});
     let body = match proto {
         WebSocketProtocols::GraphQLWS => json!({"type": "error", "id": id, "payload": [err]}),
         WebSocketProtocols::SubscriptionsTransportWS => json!({"type": "error", "id": id, "payload": err}),
@@ -127,7 +265,17 @@ fn inspect(
         ClientMessage::ConnectionInit { payload } => {
             g.init_seen = true;
             match verify_init(keys, payload) {
-                Ok(a) => g.auth = Some(a),
+                Ok(a) => {
+                    let max = g.caps.0;
+                    if !g.slot.bind(&a.principal.sub, max) {
+                        let _ = ctl.send(close(
+                            CLOSE_RATE_LIMITED,
+                            &format!("RATE_LIMITED: at most {max} websocket connections per token"),
+                        ));
+                        return None;
+                    }
+                    g.auth = Some(a);
+                }
                 Err(reason) => {
                     // Изоляция: без действительного токена соединение закрывается сразу.
                     let _ = ctl.send(close(4403, &format!("Forbidden: {reason}")));
@@ -145,6 +293,7 @@ fn inspect(
                         let _ = ctl.send(op_error(
                             proto,
                             id,
+                            "BAD_USER_INPUT",
                             "a subscription with this id is already running",
                         ));
                     }
@@ -155,14 +304,30 @@ fn inspect(
                 let _ = ctl.send(op_error(
                     proto,
                     id,
+                    "BAD_USER_INPUT",
                     &format!("at most {MAX_SUBSCRIPTIONS_PER_CONNECTION} subscriptions per connection"),
+                ));
+                return None;
+            }
+            let max = g.caps.1;
+            if !g.slot.add_subscription(max) {
+                let _ = ctl.send(op_error(
+                    proto,
+                    id,
+                    super::codes::RATE_LIMITED,
+                    &format!(
+                        "too many subscriptions: at most {max} per token \
+                         (EVENTLOG_WS_MAX_SUBSCRIPTIONS_PER_TOKEN)"
+                    ),
                 ));
                 return None;
             }
             g.active.insert(id.clone());
         }
         ClientMessage::Stop { id } => {
-            g.active.remove(id);
+            if g.active.remove(id) {
+                g.slot.remove_subscription();
+            }
         }
         _ => {}
     }
@@ -176,9 +341,21 @@ struct Outgoing {
     id: Option<String>,
 }
 
-async fn serve(state: AppState, socket: WebSocket, proto: WebSocketProtocols) {
+async fn serve(
+    state: AppState,
+    socket: WebSocket,
+    proto: WebSocketProtocols,
+    slot: ConnSlot,
+    caps: (usize, usize),
+) {
     let (mut sink, source) = socket.split();
-    let guard = Arc::new(Mutex::new(Guard::default()));
+    let guard = Arc::new(Mutex::new(Guard {
+        active: HashSet::new(),
+        auth: None,
+        init_seen: false,
+        slot,
+        caps,
+    }));
     // Отправитель служебных ответов (закрытия, ошибки операций); получатель — цикл ниже.
     let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel::<Message>();
 
@@ -225,7 +402,10 @@ async fn serve(state: AppState, socket: WebSocket, proto: WebSocketProtocols) {
                         && (o.ty == "complete" || o.ty == "error")
                         && let Some(id) = o.id
                     {
-                        lock(&guard).active.remove(&id);
+                        let mut g = lock(&guard);
+                        if g.active.remove(&id) {
+                            g.slot.remove_subscription();
+                        }
                     }
                     if sink.send(Message::Text(t.into())).await.is_err() { break; }
                 }

@@ -1,0 +1,218 @@
+//! Пределы, которые считают работу, а не поля (issue 11, п. 6): цена аналитики и
+//! больших страниц, REST `offset`, размер `payloadContains`, пределы websocket на
+//! вызывающего и на сервер — и то, что другой вызывающий при этом не страдает.
+
+use std::time::{Duration, Instant};
+
+use eventlog::query::Role;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::both;
+use crate::fixture::code;
+use crate::helpers::{Backend, TestApp, WsEvent, spawn_app, spawn_app_with};
+
+fn analytics_x(p: Uuid, n: usize) -> String {
+    format!(
+        "{{ {} }}",
+        (0..n)
+            .map(|i| format!("a{i}: analytics(projectId: \"{p}\") {{ totalEvents }}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    )
+}
+
+async fn expensive_fields_cost_what_they_do_and_offset_and_patterns_are_bounded(b: Backend) {
+    let app = spawn_app(&b).await;
+    let p = Uuid::now_v7();
+    let admin = app.token("root", Role::Admin, &[p]);
+    // Аналитика стоит 100: четыре в запросе — можно, пять (и уж тем более 29) — нет.
+    let r = app.graphql(Some(&admin), &analytics_x(p, 4), json!({})).await;
+    assert!(r["errors"].is_null(), "{r}");
+    for n in [5, 29] {
+        let r = app.graphql(Some(&admin), &analytics_x(p, n), json!({})).await;
+        assert_eq!(code(&r), "GRAPHQL_VALIDATION_FAILED", "{n} analytics: {r}");
+    }
+    // Большая страница стоит пропорционально строкам: одна sessionEvents(first: 5000)
+    // со всеми полями — можно, три таких в одном запросе — нет.
+    let s = Uuid::now_v7();
+    let fields = "edges { cursor node { id seq sessionId userId projectId agentId eventType payload createdAt errorCode toolName approvalStatus } } pageInfo { hasNextPage endCursor }";
+    let one =
+        format!("{{ sessionEvents(projectId: \"{p}\", sessionId: \"{s}\", first: 5000) {{ {fields} }} }}");
+    let r = app.graphql(Some(&admin), &one, json!({})).await;
+    assert!(r["errors"].is_null(), "{r}");
+    let three = format!(
+        "{{ {} }}",
+        (0..3)
+            .map(|i| format!(
+                "s{i}: sessionEvents(projectId: \"{p}\", sessionId: \"{s}\", first: 5000) {{ {fields} }}"
+            ))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let r = app.graphql(Some(&admin), &three, json!({})).await;
+    assert_eq!(code(&r), "GRAPHQL_VALIDATION_FAILED", "{r}");
+    // REST offset: не больше 10 000.
+    let (status, body) = app
+        .get(Some(&admin), &format!("/my/projects/{p}/events?offset=10001"))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["parameter"], "offset", "{body}");
+    let (status, _) = app
+        .get(Some(&admin), &format!("/my/projects/{p}/events?offset=10000"))
+        .await;
+    assert_eq!(status, 200);
+    // payloadContains: 5000 ключей — BAD_USER_INPUT (на SQLite раньше INTERNAL).
+    let q = "query($p: UUID!, $f: EventFilter) { events(projectId: $p, filter: $f) { nodes { id } } }";
+    let huge: serde_json::Map<String, Value> = (0..5000).map(|i| (format!("k{i}"), json!(i))).collect();
+    let r = app
+        .graphql(Some(&admin), q, json!({"p": p, "f": {"payloadContains": huge}}))
+        .await;
+    assert_eq!(
+        code(&r),
+        "BAD_USER_INPUT",
+        "{}",
+        &r.to_string()[..300.min(r.to_string().len())]
+    );
+    assert_eq!(r["errors"][0]["extensions"]["field"], "filter.payloadContains");
+    // Мало байт, но много условий — тоже отказ; 100 — можно.
+    let many: serde_json::Map<String, Value> = (0..101).map(|i| (format!("{i}"), json!(1))).collect();
+    let r = app
+        .graphql(Some(&admin), q, json!({"p": p, "f": {"payloadContains": many}}))
+        .await;
+    assert_eq!(code(&r), "BAD_USER_INPUT", "{r}");
+    let ok: serde_json::Map<String, Value> = (0..100).map(|i| (format!("{i}"), json!(1))).collect();
+    let r = app
+        .graphql(Some(&admin), q, json!({"p": p, "f": {"payloadContains": ok}}))
+        .await;
+    assert!(r["errors"].is_null(), "{r}");
+}
+both!(expensive_fields_cost_what_they_do_and_offset_and_patterns_are_bounded);
+
+const SUB: &str = "subscription($p: UUID!) { events(projectId: $p) { id eventType } }";
+
+async fn acked(app: &TestApp, token: &str) -> crate::helpers::Ws {
+    let mut ws = app.ws("graphql-transport-ws", Some(token)).await;
+    assert_eq!(ws.json(5).await["type"], "connection_ack");
+    ws
+}
+
+async fn a_caller_at_its_caps_does_not_slow_down_another(b: Backend) {
+    // Arrange: пределы на вызывающего — 2 соединения и 3 подписки.
+    let app = spawn_app_with(&b, |s| {
+        s.ws_max_connections_per_token = 2;
+        s.ws_max_subscriptions_per_token = 3;
+    })
+    .await;
+    let p = Uuid::now_v7();
+    let a = app.token("noisy", Role::User, &[p]);
+    let bt = app.token("quiet", Role::User, &[p]);
+    // Act: A занимает всё, что ему положено, и просит больше.
+    let mut a1 = acked(&app, &a).await;
+    let _a2 = acked(&app, &a).await;
+    let mut a3 = app.ws("graphql-transport-ws", Some(&a)).await;
+    match a3.next(5).await {
+        WsEvent::Closed(Some(4429), reason) => assert!(reason.contains("RATE_LIMITED"), "{reason}"),
+        other => panic!("third connection of one token must be closed with 4429, got {other:?}"),
+    }
+    for i in 0..3 {
+        a1.subscribe(&format!("a{i}"), SUB, json!({"p": p})).await;
+    }
+    a1.subscribe("a3", SUB, json!({"p": p})).await;
+    let m = a1.json(5).await;
+    assert_eq!(m["type"], "error", "{m}");
+    assert_eq!(m["id"], "a3");
+    assert_eq!(m["payload"][0]["extensions"]["code"], "RATE_LIMITED", "{m}");
+    // Assert: B подключается, подписывается, пишет и читает как обычно.
+    let started = Instant::now();
+    let mut b1 = acked(&app, &bt).await;
+    b1.subscribe("b0", SUB, json!({"p": p})).await;
+    let _b2 = acked(&app, &bt).await;
+    let r = app
+        .ingest(
+            &bt,
+            json!([{"sessionId": Uuid::now_v7(), "projectId": p, "eventType": "QUIET"}]),
+        )
+        .await;
+    assert!(r["errors"].is_null(), "{r}");
+    let m = b1.json(5).await;
+    assert_eq!(m["payload"]["data"]["events"]["eventType"], "QUIET", "{m}");
+    let page = app
+        .graphql(
+            Some(&bt),
+            "query($p: UUID!) { events(projectId: $p) { nodes { id } } }",
+            json!({"p": p}),
+        )
+        .await;
+    assert!(page["errors"].is_null(), "{page}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "token B took {:?} while A was at its caps",
+        started.elapsed()
+    );
+    // Закрытая подписка A освобождает место.
+    a1.send(json!({"id": "a0", "type": "complete"})).await;
+    a1.subscribe("a4", SUB, json!({"p": p})).await;
+    // Событие только что записано и не относится к A (user видит свои события):
+    // подписка не получит ничего, но и ошибки нет.
+    let r = app
+        .ingest(
+            &a,
+            json!([{"sessionId": Uuid::now_v7(), "projectId": p, "eventType": "MINE"}]),
+        )
+        .await;
+    assert!(r["errors"].is_null(), "{r}");
+    let mut got = Vec::new();
+    for _ in 0..5 {
+        let m = a1.json(5).await;
+        if m["type"] == "next" {
+            got.push(m["id"].as_str().unwrap().to_owned());
+        } else if m["type"] == "complete" && m["id"] == "a0" {
+            continue;
+        } else {
+            panic!("unexpected message {m}");
+        }
+        if got.len() == 3 {
+            break;
+        }
+    }
+    got.sort();
+    assert_eq!(got, vec!["a1", "a2", "a4"], "a4 must run after a0 completed");
+}
+both!(a_caller_at_its_caps_does_not_slow_down_another);
+
+async fn the_server_wide_websocket_cap_answers_429_before_the_upgrade(b: Backend) {
+    let app = spawn_app_with(&b, |s| s.ws_max_connections = 2).await;
+    let p = Uuid::now_v7();
+    let t = app.token("u", Role::User, &[p]);
+    let first = acked(&app, &t).await;
+    let _second = acked(&app, &t).await;
+    let r = app
+        .client
+        .get(format!("{}/graphql/ws", app.addr))
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .header("sec-websocket-protocol", "graphql-transport-ws")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["errors"][0]["extensions"]["code"], "RATE_LIMITED", "{body}");
+    // Закрытое соединение освобождает место.
+    drop(first);
+    crate::helpers::wait_for("a free websocket slot", 5, || async {
+        let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+            app.ws_url.as_str(),
+        )
+        .unwrap();
+        req.headers_mut()
+            .insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse().unwrap());
+        tokio_tungstenite::connect_async(req).await.is_ok()
+    })
+    .await;
+}
+both!(the_server_wide_websocket_cap_answers_429_before_the_upgrade);
