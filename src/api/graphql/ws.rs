@@ -324,11 +324,7 @@ fn inspect(
             }
             g.active.insert(id.clone());
         }
-        ClientMessage::Stop { id } => {
-            if g.active.remove(id) {
-                g.slot.remove_subscription();
-            }
-        }
+        ClientMessage::Stop { id } if g.active.remove(id) => g.slot.remove_subscription(),
         _ => {}
     }
     Some(msg)
