@@ -107,6 +107,8 @@ impl Application {
                 keys,
                 settings: Arc::new(settings),
                 metrics,
+                shutdown: cancel.clone(),
+                connections: TaskTracker::new(),
             },
             cancel,
             tracker,
@@ -148,6 +150,7 @@ impl Application {
     /// дописывает очередь писателя и ждёт фоновые задачи.
     pub async fn run_until_stopped(self) -> std::io::Result<ShutdownReport> {
         let stream = self.state.api.stream.clone();
+        let connections = self.state.connections.clone();
         let router = api::router(self.state);
         tracing::info!(addr = ?self.listener.local_addr().ok(), "Listening.");
         let cancel = self.cancel.clone();
@@ -155,6 +158,18 @@ impl Application {
             .with_graceful_shutdown(async move { cancel.cancelled().await })
             .await?;
         self.cancel.cancel();
+        // websocket-соединения получили отмену и закрываются кодом 1001; ждём, пока
+        // кадры закрытия уйдут (не дольше секунды на медленного клиента).
+        connections.close();
+        if tokio::time::timeout(Duration::from_secs(1), connections.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                open = connections.len(),
+                "Websocket connections did not close in time."
+            );
+        }
         let report = stream.shutdown().await;
         self.tracker.close();
         self.tracker.wait().await;

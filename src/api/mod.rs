@@ -63,6 +63,10 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// Экспортёр метрик.
     pub metrics: PrometheusHandle,
+    /// Отмена при остановке сервера: websocket-соединения закрываются кодом 1001.
+    pub shutdown: tokio_util::sync::CancellationToken,
+    /// Задачи websocket-соединений; `run_until_stopped` ждёт их закрытия.
+    pub connections: tokio_util::task::TaskTracker,
 }
 
 /// Собирает маршрутизатор со всеми слоями.

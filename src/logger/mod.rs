@@ -13,7 +13,7 @@ mod ack;
 mod worker;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -134,10 +134,67 @@ pub(crate) struct Queued {
 }
 
 /// Состояние писателя, видимое снаружи (для `/readyz`).
+///
+/// При нескольких пакетах в полёте каждый пакет (вставка или выдача номеров seq),
+/// который повторяет неудачу, держит отметку [`Failing`]; писатель «застрял», пока
+/// отметка есть хоть у одного, с момента, когда появилась первая. Успех одного
+/// пакета не снимает отметку другого.
 #[derive(Debug, Default)]
 pub(crate) struct WriterState {
-    /// С какого момента (мс Unix) писатель повторяет неудачную вставку; 0 — не повторяет.
-    pub(crate) retrying_since_ms: AtomicI64,
+    /// (сколько операций сейчас повторяют неудачу, с какого момента (мс Unix) есть
+    /// хоть одна; 0 — ни одной).
+    failing: std::sync::Mutex<(usize, i64)>,
+}
+
+impl WriterState {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (usize, i64)> {
+        self.failing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// С какого момента (мс Unix) писатель повторяет неудачу; 0 — не повторяет.
+    pub(crate) fn failing_since_ms(&self) -> i64 {
+        self.lock().1
+    }
+}
+
+/// Отметка «эта операция записи повторяет неудачу»; снимается при уничтожении
+/// (успех, отказ строки или остановка).
+pub(crate) struct Failing<'a> {
+    state: &'a WriterState,
+    on: bool,
+}
+
+impl<'a> Failing<'a> {
+    /// Пока без отметки.
+    pub(crate) fn new(state: &'a WriterState) -> Self {
+        Self { state, on: false }
+    }
+
+    /// Операция не удалась: ставит отметку (один раз).
+    pub(crate) fn mark(&mut self) {
+        if !self.on {
+            self.on = true;
+            let mut g = self.state.lock();
+            if g.0 == 0 {
+                g.1 = Utc::now().timestamp_millis();
+            }
+            g.0 += 1;
+        }
+    }
+}
+
+impl Drop for Failing<'_> {
+    fn drop(&mut self) {
+        if self.on {
+            let mut g = self.state.lock();
+            g.0 = g.0.saturating_sub(1);
+            if g.0 == 0 {
+                g.1 = 0;
+            }
+        }
+    }
 }
 
 /// Дешёвый `Clone`-дескриптор логгера. Фоновый писатель живёт, пока не вызван
@@ -290,7 +347,7 @@ impl EventLogger {
 
     /// Писатель не застрял: не повторяет неудачную вставку дольше `limit`.
     pub fn is_healthy(&self, limit: Duration) -> bool {
-        let since = self.inner.state.retrying_since_ms.load(Ordering::Relaxed);
+        let since = self.inner.state.failing_since_ms();
         since == 0 || Utc::now().timestamp_millis() - since < limit.as_millis() as i64
     }
 
@@ -304,5 +361,30 @@ impl EventLogger {
             Some(h) => h.await.unwrap_or_default(),
             None => ShutdownReport::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_batch_succeeding_does_not_clear_another_batchs_failure() {
+        let state = WriterState::default();
+        let mut a = Failing::new(&state);
+        let mut b = Failing::new(&state);
+        a.mark();
+        let since = state.failing_since_ms();
+        assert!(since > 0);
+        b.mark();
+        b.mark();
+        // Пакет b поправился; a всё ещё повторяет: писатель по-прежнему застрял, с того же момента.
+        drop(b);
+        assert_eq!(state.failing_since_ms(), since);
+        drop(a);
+        assert_eq!(state.failing_since_ms(), 0);
+        // Операция без неудач ничего не отмечает.
+        drop(Failing::new(&state));
+        assert_eq!(state.failing_since_ms(), 0);
     }
 }

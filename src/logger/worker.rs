@@ -11,11 +11,9 @@
 //! (`published`) говорит подпискам, до какого seq всё уже зафиксировано.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use chrono::Utc;
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use rand::Rng;
@@ -25,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::ack::{AckGroup, Done};
-use super::{CommitHook, LoggerConfig, Queued, ShutdownReport, Watermark, WriterState};
+use super::{CommitHook, Failing, LoggerConfig, Queued, ShutdownReport, Watermark, WriterState};
 use crate::metrics as m;
 use crate::model::NewEvent;
 use crate::storage::{InsertedRow, RowOwner, StorageError, Store};
@@ -471,10 +469,13 @@ impl Writer {
     /// Номера seq для пакета, с повторами.
     async fn reserve(&self, n: usize) -> Result<Vec<i64>, DeadlineHit> {
         let mut attempt = 0;
+        // Повторы выдачи номеров — тоже «писатель застрял» для /readyz.
+        let mut failing = Failing::new(&self.state);
         loop {
             match self.store.reserve_seqs(n).await {
                 Ok(s) => return Ok(s),
                 Err(e) => {
+                    failing.mark();
                     metrics::counter!(m::INSERT_ERRORS).increment(1);
                     let delay = backoff(self.config.retry_base, self.config.retry_cap, attempt);
                     tracing::warn!(error = %e, attempt, "Cannot reserve seq numbers; retrying.");
@@ -494,6 +495,8 @@ impl Writer {
         floor: i64,
     ) -> Result<Result<Vec<InsertedRow>, StorageError>, DeadlineHit> {
         let mut attempt: u32 = 0;
+        // Отметка для /readyz снимается, когда эта вставка закончится (успехом или нет).
+        let mut failing = Failing::new(&self.state);
         loop {
             // Во время остановки одна попытка не может пережить срок.
             let mut limit = self.config.insert_timeout;
@@ -508,7 +511,6 @@ impl Writer {
             metrics::histogram!(m::BATCH_INSERT_DURATION).record(started.elapsed().as_secs_f64());
             match result {
                 Ok(mut rows) => {
-                    self.state.retrying_since_ms.store(0, Ordering::Relaxed);
                     if attempt > 0 {
                         // Прошлая попытка могла зафиксироваться, а ответ потеряться:
                         // такие строки уже в базе, RETURNING их не вернул.
@@ -523,11 +525,7 @@ impl Writer {
                 }
                 Err(e) => {
                     metrics::counter!(m::INSERT_ERRORS).increment(1);
-                    if attempt == 0 {
-                        self.state
-                            .retrying_since_ms
-                            .store(Utc::now().timestamp_millis(), Ordering::Relaxed);
-                    }
+                    failing.mark();
                     let delay = backoff(self.config.retry_base, self.config.retry_cap, attempt);
                     tracing::warn!(error = %e, attempt, delay_ms = delay.as_millis() as u64, rows = events.len(), "Batch insert failed; retrying.");
                     metrics::counter!(m::INSERT_RETRIES).increment(1);

@@ -45,3 +45,26 @@ async fn health_ready_and_metrics_report_the_writer(b: Backend) {
     }
 }
 both!(health_ready_and_metrics_report_the_writer);
+
+async fn websocket_clients_get_close_1001_when_the_server_stops(b: Backend) {
+    let app = crate::helpers::spawn_app(&b).await;
+    let p = uuid::Uuid::now_v7();
+    let t = app.token("alice", eventlog::query::Role::User, &[p]);
+    let mut ws = app.ws("graphql-transport-ws", Some(&t)).await;
+    assert_eq!(ws.json(5).await["type"], "connection_ack");
+    ws.subscribe(
+        "live",
+        "subscription($p: UUID!) { events(projectId: $p) { id } }",
+        serde_json::json!({"p": p}),
+    )
+    .await;
+    // Act: остановка сервера.
+    let report = app.stop().await;
+    assert_eq!(report.lost, 0);
+    // Assert: кадр закрытия 1001 (going away), а не оборванное соединение (1006).
+    match ws.next(5).await {
+        crate::helpers::WsEvent::Closed(Some(1001), _) => {}
+        other => panic!("expected close 1001, got {other:?}"),
+    }
+}
+both!(websocket_clients_get_close_1001_when_the_server_stops);

@@ -401,3 +401,63 @@ async fn a_batch_larger_than_the_free_room_is_refused_whole(b: Backend) {
     assert_eq!(store.count_events().await.unwrap(), 10);
 }
 both!(a_batch_larger_than_the_free_room_is_refused_whole);
+
+/// /readyz видит застрявшего писателя и тогда, когда повторяется выдача номеров seq
+/// (раньше отметку ставила только вставка). Только PostgreSQL: номера заранее
+/// выдаются только там.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(eventlog_test_postgres),
+    ignore = "needs EVENTLOG_TEST_POSTGRES_URL at build time"
+)]
+async fn seq_reservation_retries_mark_the_writer_as_stuck() {
+    crate::helpers::init_log();
+    let b = Backend::require_postgres();
+    let (db, direct) = migrated(&b).await;
+    let proxy = FaultProxy::start(pg_host_port(&db.url)).await;
+    let name = db
+        .url
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
+    let proxied_url = replace_db(&format!("postgres://postgres@127.0.0.1:{}/x", proxy.port), &name);
+    let store = Store::connect(
+        &proxied_url,
+        PoolOptions {
+            max_connections: 2,
+            acquire_timeout: Duration::from_millis(300),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let cfg = LoggerConfig {
+        retry_base: Duration::from_millis(20),
+        retry_cap: Duration::from_millis(100),
+        insert_timeout: Duration::from_secs(2),
+        ..Default::default()
+    };
+    let logger = EventLogger::start(store, cfg, None);
+    // Писатель прочитал базу и готов.
+    let mut wm = logger.published_seq();
+    wm.wait_for(|w| w.initial >= 0).await.unwrap();
+    assert!(logger.is_healthy(Duration::ZERO));
+    // Act: база недоступна — первой падает выдача номеров.
+    proxy.cut();
+    logger.log_event(ev(Uuid::now_v7(), 1)).unwrap();
+    wait_for("the writer to report itself stuck", 10, || async {
+        !logger.is_healthy(Duration::ZERO)
+    })
+    .await;
+    proxy.restore();
+    wait_for("the writer to recover", 15, || async {
+        logger.is_healthy(Duration::ZERO)
+    })
+    .await;
+    assert_eq!(logger.shutdown().await.lost, 0);
+    assert_eq!(direct.count_events().await.unwrap(), 1);
+}

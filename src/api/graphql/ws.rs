@@ -12,7 +12,8 @@
 //!   вызывающего (сверх — закрытие 4429 после `connection_init`) и подписок одного
 //!   вызывающего на всех его соединениях (сверх — ошибка операции с кодом
 //!   RATE_LIMITED); так один шумный клиент не занимает ресурсы остальных;
-//! - пределы размера сообщения и кадра.
+//! - пределы размера сообщения и кадра;
+//! - остановка сервера закрывает соединения кодом 1001 (going away).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -212,7 +213,10 @@ pub async fn graphql_ws(
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
-        .on_upgrade(move |socket| serve(state, socket, protocol, slot, caps))
+        .on_upgrade(move |socket| {
+            let connections = state.connections.clone();
+            connections.track_future(serve(state, socket, protocol, slot, caps))
+        })
 }
 
 /// Кадр закрытия. Причина обрезается до 123 байт (предел управляющего кадра
@@ -410,6 +414,11 @@ async fn serve(
                     break;
                 }
             },
+            // Сервер останавливается: 1001 «going away», клиент переподключится и продолжит с afterSeq.
+            _ = state.shutdown.cancelled() => {
+                let _ = sink.send(close(1001, "server shutting down")).await;
+                break;
+            }
             // Нет connection_init вовремя.
             _ = &mut init_deadline, if waiting_init => {
                 let _ = sink.send(close(4408, "Connection initialisation timeout")).await;
