@@ -87,6 +87,10 @@ pub struct Settings {
     /// всех его соединениях.
     #[arg(long, env = "EVENTLOG_WS_MAX_SUBSCRIPTIONS_PER_TOKEN", default_value_t = 200)]
     pub ws_max_subscriptions_per_token: usize,
+    /// Предел размера одной страницы событий, байт (оценка по нагрузке и полям):
+    /// страница, достигшая его, короче `first`, с `hasNextPage: true` и рабочим курсором.
+    #[arg(long, env = "EVENTLOG_MAX_PAGE_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub max_page_bytes: usize,
 }
 
 impl Settings {
@@ -116,6 +120,7 @@ impl Settings {
             ws_max_connections: 10_000,
             ws_max_connections_per_token: 16,
             ws_max_subscriptions_per_token: 200,
+            max_page_bytes: 8 * 1024 * 1024,
         }
     }
 

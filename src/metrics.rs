@@ -31,6 +31,16 @@ pub const HTTP_REQUEST_DURATION: &str = "eventlog_http_request_duration_seconds"
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
+/// Как часто поток обслуживания сводит образцы гистограмм.
+pub const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+static UPKEEP_RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Сколько раз прошло обслуживание рекордера (для проверки, что оно идёт).
+pub fn upkeep_runs() -> u64 {
+    UPKEEP_RUNS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Ставит рекордер Prometheus (один раз на процесс) и возвращает его handle.
 /// Если рекордер уже поставлен кем-то ещё, возвращает отдельный handle без
 /// глобальной установки: `/metrics` тогда покажет пустой набор, но сервер работает.
@@ -47,6 +57,19 @@ pub fn install() -> PrometheusHandle {
                 Ok(handle) => handle,
                 Err(_) => PrometheusBuilder::new().build_recorder().handle(),
             };
+            // Обслуживание рекордера: без него образцы гистограмм копятся в памяти,
+            // пока кто-нибудь не запросит /metrics. Рекордер один на процесс, и
+            // поток тоже один, на всё время жизни процесса.
+            let upkeep = handle.clone();
+            let _ = std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(UPKEEP_INTERVAL);
+                        upkeep.run_upkeep();
+                        UPKEEP_RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                });
             // Счётчики видны в /metrics с нуля, а не с первого события.
             for name in [
                 EVENTS_WRITTEN,
@@ -54,6 +77,7 @@ pub fn install() -> PrometheusHandle {
                 INSERT_RETRIES,
                 EVENTS_DROPPED,
                 EVENTS_REJECTED,
+                EVENTS_ID_CONFLICTS,
             ] {
                 metrics::counter!(name).increment(0);
             }

@@ -23,6 +23,8 @@ pub struct ApiLimits {
     pub ws_max_connections_per_token: usize,
     /// Подписок одного вызывающего на всех соединениях.
     pub ws_max_subscriptions_per_token: usize,
+    /// Предел размера страницы событий, байт.
+    pub max_page_bytes: usize,
 }
 
 impl ApiLimits {
@@ -36,6 +38,7 @@ impl ApiLimits {
             ws_max_connections: s.ws_max_connections,
             ws_max_connections_per_token: s.ws_max_connections_per_token,
             ws_max_subscriptions_per_token: s.ws_max_subscriptions_per_token,
+            max_page_bytes: s.max_page_bytes,
         }
     }
 }

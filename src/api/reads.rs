@@ -103,10 +103,17 @@ pub async fn events_page(
         .map(|c| ctx.cursors.decode(binding, c))
         .transpose()
         .map_err(|e| cursor_error(req.names.1, e))?;
-    let page = ctx
+    let mut page = ctx
         .repo
         .get_events(&scope, &req.filter, req.order, limit, req.offset as usize, after)
         .await?;
+    // Предел размера ответа: страница короче, но курсор последнего элемента
+    // продолжает ровно с места обрезки.
+    let kept = within_bytes(&page.items, ctx.limits.max_page_bytes);
+    if kept < page.items.len() {
+        page.items.truncate(kept);
+        page.has_next = true;
+    }
     let items = page
         .items
         .into_iter()
@@ -127,6 +134,23 @@ pub async fn events_page(
         has_next: page.has_next,
         has_previous: after.is_some() || req.offset > 0,
     })
+}
+
+/// Оценка размера события в ответе, байт: нагрузка плюс поля и разметка.
+const EVENT_OVERHEAD_BYTES: usize = 512;
+
+/// Сколько первых событий помещается в `max_bytes` (не меньше одного, чтобы
+/// постраничный обход всегда продвигался).
+fn within_bytes(items: &[Event], max_bytes: usize) -> usize {
+    let mut total = 0usize;
+    for (i, e) in items.iter().enumerate() {
+        let payload = serde_json::to_string(&e.payload).map_or(0, |s| s.len());
+        total = total.saturating_add(payload + EVENT_OVERHEAD_BYTES);
+        if total > max_bytes && i > 0 {
+            return i;
+        }
+    }
+    items.len()
 }
 
 /// Страница сессий.
