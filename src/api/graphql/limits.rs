@@ -22,7 +22,11 @@ pub const ROWS_PER_COST_UNIT: usize = 250;
 /// (`first` / 250, не меньше 1), так что много больших страниц в одном запросе
 /// не помещаются, а обычная страница стоит как раньше.
 pub fn page_cost(first: Option<i32>, default: i32, child_complexity: usize) -> usize {
-    let rows = first.unwrap_or(default).max(1) as usize;
+    // Вне допустимого диапазона `first` отвечает сам резолвер (BAD_USER_INPUT с
+    // именем поля), поэтому здесь значение прижимается к наибольшему допустимому.
+    let rows = first
+        .unwrap_or(default)
+        .clamp(1, crate::api::reads::MAX_SESSION_PAGE as i32) as usize;
     1 + child_complexity * rows.div_ceil(ROWS_PER_COST_UNIT)
 }
 
