@@ -91,6 +91,9 @@ pub struct Settings {
     /// страница, достигшая его, короче `first`, с `hasNextPage: true` и рабочим курсором.
     #[arg(long, env = "EVENTLOG_MAX_PAGE_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_page_bytes: usize,
+    /// Наибольшее число точек `analytics.timeline` (по умолчанию 20 000: две недели минут).
+    #[arg(long, env = "EVENTLOG_MAX_TIMELINE_POINTS", default_value_t = 20_000)]
+    pub max_timeline_points: i64,
 }
 
 impl Settings {
@@ -121,6 +124,7 @@ impl Settings {
             ws_max_connections_per_token: 16,
             ws_max_subscriptions_per_token: 200,
             max_page_bytes: 8 * 1024 * 1024,
+            max_timeline_points: 20_000,
         }
     }
 

@@ -25,6 +25,8 @@ pub struct ApiLimits {
     pub ws_max_subscriptions_per_token: usize,
     /// Предел размера страницы событий, байт.
     pub max_page_bytes: usize,
+    /// Наибольшее число точек временного ряда аналитики.
+    pub max_timeline_points: i64,
 }
 
 impl ApiLimits {
@@ -39,6 +41,7 @@ impl ApiLimits {
             ws_max_connections_per_token: s.ws_max_connections_per_token,
             ws_max_subscriptions_per_token: s.ws_max_subscriptions_per_token,
             max_page_bytes: s.max_page_bytes,
+            max_timeline_points: s.max_timeline_points,
         }
     }
 }

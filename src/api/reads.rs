@@ -207,5 +207,43 @@ pub async fn analytics(
     bucket: Bucket,
 ) -> Result<Analytics, ApiError> {
     let scope = scope_for(ctx, principal, project_id, &filter)?;
-    Ok(ctx.repo.get_analytics(&scope, &filter, bucket).await?)
+    let max = ctx.limits.max_timeline_points;
+    // До запроса, если задана нижняя граница: число корзин считается без базы, и
+    // запрос месяцев по минутам не выполняется вовсе.
+    if let Some(from) = filter.from {
+        let to = filter
+            .to
+            .unwrap_or_else(|| chrono::Utc::now() + crate::model::validation::MAX_CLOCK_SKEW);
+        let width = bucket_seconds(bucket);
+        let points = ((to - from).num_seconds().max(0) + width - 1) / width + 1;
+        if points > max {
+            return Err(timeline_too_long(max));
+        }
+    }
+    let a = ctx.repo.get_analytics(&scope, &filter, bucket).await?;
+    // Без нижней границы число точек видно только по данным: ответ всё равно
+    // ограничен, хотя база уже посчитала корзины.
+    if a.timeline.len() as i64 > max {
+        return Err(timeline_too_long(max));
+    }
+    Ok(a)
+}
+
+/// Ширина корзины, секунд.
+fn bucket_seconds(bucket: Bucket) -> i64 {
+    match bucket {
+        Bucket::Minute => 60,
+        Bucket::Hour => 3600,
+        Bucket::Day => 86_400,
+    }
+}
+
+fn timeline_too_long(max: i64) -> ApiError {
+    ApiError::bad_input(
+        "bucket",
+        format!(
+            "the timeline would have more than {max} points (EVENTLOG_MAX_TIMELINE_POINTS); \
+             narrow filter.from/filter.to or use a wider bucket"
+        ),
+    )
 }

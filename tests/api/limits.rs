@@ -284,3 +284,44 @@ async fn the_metrics_recorder_upkeep_runs_without_scrapes() {
     })
     .await;
 }
+
+async fn the_timeline_is_capped_before_and_after_the_query(b: Backend) {
+    let app = spawn_app_with(&b, |s| s.max_timeline_points = 100).await;
+    let p = Uuid::now_v7();
+    let t = app.token("root", Role::Admin, &[p]);
+    let q = "query($p: UUID!, $f: EventFilter, $b: TimeBucket) { analytics(projectId: $p, filter: $f, bucket: $b) { timeline { bucketStart events } } }";
+    // С нижней границей: 3 часа по минутам — 181 точка > 100, отказ без запроса к базе.
+    let from = (chrono::Utc::now() - chrono::Duration::hours(3)).to_rfc3339();
+    let r = app
+        .graphql(Some(&t), q, json!({"p": p, "f": {"from": from}, "b": "MINUTE"}))
+        .await;
+    assert_eq!(code(&r), "BAD_USER_INPUT", "{r}");
+    assert_eq!(r["errors"][0]["extensions"]["field"], "bucket", "{r}");
+    let r = app
+        .graphql(Some(&t), q, json!({"p": p, "f": {"from": from}, "b": "HOUR"}))
+        .await;
+    assert!(r["errors"].is_null(), "{r}");
+    // Без границы: 150 событий в разные минуты — 150 точек по данным, отказ; по часам — можно.
+    let start = chrono::Utc::now() - chrono::Duration::days(2);
+    let batch: Vec<Value> = (0..150)
+        .map(|i| {
+            json!({"sessionId": Uuid::now_v7(), "projectId": p, "eventType": "TICK",
+                   "createdAt": (start + chrono::Duration::minutes(i)).to_rfc3339()})
+        })
+        .collect();
+    assert!(app.ingest(&t, Value::Array(batch)).await["errors"].is_null());
+    let r = app.graphql(Some(&t), q, json!({"p": p, "b": "MINUTE"})).await;
+    assert_eq!(code(&r), "BAD_USER_INPUT", "{r}");
+    let r = app.graphql(Some(&t), q, json!({"p": p, "b": "HOUR"})).await;
+    assert!(r["errors"].is_null(), "{r}");
+    // 150 минут от произвольной минуты — 3 или 4 часовые корзины.
+    let hours = r["data"]["analytics"]["timeline"].as_array().unwrap().len();
+    assert!((3..=4).contains(&hours), "{hours} hourly points");
+    // REST — тот же конвейер.
+    let (status, body) = app
+        .get(Some(&t), &format!("/my/projects/{p}/analytics?bucket=minute"))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["parameter"], "bucket");
+}
+both!(the_timeline_is_capped_before_and_after_the_query);
