@@ -54,9 +54,13 @@ pub async fn ingest(
     }
     let now = Utc::now();
     let mut batch = Vec::with_capacity(events.len());
+    let mut explicit_id = Vec::with_capacity(events.len());
     // Сначала проверяется весь пакет; ни одно событие не ставится, пока не проверены все.
     for (i, input) in events.into_iter().enumerate() {
         let draft: EventDraft = input.into();
+        // Занятым чужой строкой может быть только id, присланный клиентом:
+        // выданные сервером UUIDv7 новые.
+        explicit_id.push(draft.id.is_some());
         let user = principal
             .ingest_user(draft.project_id, draft.user_id.as_deref())
             .map_err(|e| match ApiError::from(e) {
@@ -78,17 +82,23 @@ pub async fn ingest(
     }
     validation::check_batch_ids(&batch)?;
     // Заявленные владельцы id (для проверки идемпотентности по арендатору).
-    let claims: Vec<RowOwner> = if wait_for_commit {
-        batch.iter().map(RowOwner::of).collect()
+    // (индекс в пакете, заявка) только для id, присланных клиентом.
+    let (claimed_at, claims): (Vec<usize>, Vec<RowOwner>) = if wait_for_commit {
+        batch
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| explicit_id[*i])
+            .map(|(i, e)| (i, RowOwner::of(e)))
+            .unzip()
     } else {
-        Vec::new()
+        Default::default()
     };
     if wait_for_commit {
         // Ключ идемпотентности действует в пределах проекта и пользователя: id,
         // уже занятый чужой строкой, — отказ (не «повтор»), и ничего не ставится.
         // Гонку между этой проверкой и записью ловит писатель (CommitOutcome::conflicts).
-        if let Some(&i) = api.store.foreign_ids(&claims).await?.first() {
-            return Err(id_taken(i));
+        if let Some(&k) = api.store.foreign_ids(&claims).await?.first() {
+            return Err(id_taken(claimed_at[k]));
         }
     }
     let ids: Vec<_> = batch.iter().map(|e| e.id).collect();
@@ -107,7 +117,12 @@ pub async fn ingest(
             // Гонка: чужая строка с тем же id записана между проверкой и записью;
             // писатель перенёс такие события в event_logs_rejected. Индекс
             // находим тем же запросом, что и проверка до записи.
-            let first = api.store.foreign_ids(&claims).await?.first().copied();
+            let first = api
+                .store
+                .foreign_ids(&claims)
+                .await?
+                .first()
+                .map(|&k| claimed_at[k]);
             return Err(match first {
                 Some(i) => id_taken(i),
                 None => ApiError::bad_input("events", "an id of this batch is already taken"),
