@@ -94,6 +94,10 @@ pub struct Settings {
     /// Наибольшее число точек `analytics.timeline` (по умолчанию 20 000: две недели минут).
     #[arg(long, env = "EVENTLOG_MAX_TIMELINE_POINTS", default_value_t = 20_000)]
     pub max_timeline_points: i64,
+    /// Какую долю очереди записи (в процентах ёмкости) могут занимать ещё не
+    /// записанные события одного вызывающего (JWT `sub`); сверх — RATE_LIMITED.
+    #[arg(long, env = "EVENTLOG_QUEUE_SHARE_PER_TOKEN_PERCENT", default_value_t = 50)]
+    pub queue_share_per_token_percent: u8,
 }
 
 impl Settings {
@@ -125,6 +129,7 @@ impl Settings {
             ws_max_subscriptions_per_token: 200,
             max_page_bytes: 8 * 1024 * 1024,
             max_timeline_points: 20_000,
+            queue_share_per_token_percent: 50,
         }
     }
 

@@ -89,6 +89,7 @@ impl Application {
             cursors: CursorCodec::new(&secret),
             limits: Arc::new(api::limits::ApiLimits::from_settings(&settings)),
             ws: Arc::default(),
+            queue_shares: Arc::default(),
         };
         let schema = api::graphql::build_schema(Some(api_ctx.clone()), !settings.disable_introspection);
         let listener = TcpListener::bind(settings.listen)

@@ -43,6 +43,15 @@ pub enum ApiError {
         /// Через сколько повторить.
         retry_after_ms: u64,
     },
+    /// Превышен предел на вызывающего (доля очереди записи и т. п.). GraphQL:
+    /// RATE_LIMITED с `retryAfterMs`; REST: 429.
+    #[error("{message}")]
+    RateLimited {
+        /// Какой предел и на сколько.
+        message: String,
+        /// Через сколько повторить.
+        retry_after_ms: u64,
+    },
     /// Подписчик отстал. GraphQL: LAGGED с `lastSeq`, с которого можно продолжить.
     #[error("subscriber fell behind the live buffer; resume with afterSeq {last_seq}")]
     Lagged {
@@ -78,6 +87,7 @@ impl ApiError {
             ApiError::Forbidden(_) | ApiError::ProjectNotAllowed => "FORBIDDEN",
             ApiError::BadUserInput { .. } => "BAD_USER_INPUT",
             ApiError::Backpressure { .. } => "BACKPRESSURE",
+            ApiError::RateLimited { .. } => "RATE_LIMITED",
             ApiError::Lagged { .. } => "LAGGED",
             ApiError::Internal(_) => "INTERNAL",
         }
@@ -132,6 +142,7 @@ impl async_graphql::ErrorExtensions for ApiError {
             ext.set("code", self.code());
             match self {
                 ApiError::Backpressure { retry_after_ms } => ext.set("retryAfterMs", *retry_after_ms),
+                ApiError::RateLimited { retry_after_ms, .. } => ext.set("retryAfterMs", *retry_after_ms),
                 ApiError::Lagged { last_seq } => ext.set("lastSeq", last_seq.to_string()),
                 ApiError::BadUserInput { field: Some(f), .. } => ext.set("field", f.as_str()),
                 _ => {}
@@ -156,6 +167,7 @@ impl IntoResponse for ApiError {
             ApiError::ProjectNotAllowed => StatusCode::NOT_FOUND,
             ApiError::BadUserInput { .. } => StatusCode::BAD_REQUEST,
             ApiError::Backpressure { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Lagged { .. } => StatusCode::CONFLICT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };

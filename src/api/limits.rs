@@ -1,6 +1,8 @@
 //! Пределы API, заданные настройками (README, docs/api.md «Limits»): что из
 //! настроек нужно резолверам и REST. Собирается один раз в `startup`.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use crate::config::Settings;
@@ -27,6 +29,8 @@ pub struct ApiLimits {
     pub max_page_bytes: usize,
     /// Наибольшее число точек временного ряда аналитики.
     pub max_timeline_points: i64,
+    /// Сколько ещё не записанных событий одного вызывающего может быть в очереди.
+    pub queue_share_per_token: usize,
 }
 
 impl ApiLimits {
@@ -42,6 +46,89 @@ impl ApiLimits {
             ws_max_subscriptions_per_token: s.ws_max_subscriptions_per_token,
             max_page_bytes: s.max_page_bytes,
             max_timeline_points: s.max_timeline_points,
+            queue_share_per_token: (s.queue_capacity.max(1)
+                * usize::from(s.queue_share_per_token_percent.clamp(1, 100)))
+            .div_ceil(100),
         }
+    }
+}
+
+/// Сколько событий каждого вызывающего (JWT `sub`) сейчас в очереди записи: один
+/// шумный клиент не может занять всю очередь и оставить остальным BACKPRESSURE.
+#[derive(Debug, Default)]
+pub struct QueueShares {
+    per_caller: Mutex<HashMap<String, usize>>,
+}
+
+impl QueueShares {
+    /// Занимает `n` мест вызывающего `sub`, если его доля `max` позволяет. Места
+    /// освобождаются, когда возвращённая [`ShareGuard`] уничтожается (пакет записан
+    /// или потерян).
+    pub fn take(self: &Arc<Self>, sub: &str, n: usize, max: usize) -> Option<ShareGuard> {
+        let mut map = self.per_caller.lock().unwrap_or_else(PoisonError::into_inner);
+        let used = map.get(sub).copied().unwrap_or(0);
+        if used + n > max {
+            return None;
+        }
+        map.insert(sub.to_owned(), used + n);
+        Some(ShareGuard {
+            shares: self.clone(),
+            sub: sub.to_owned(),
+            n,
+        })
+    }
+
+    /// Сколько мест сейчас занимает `sub`.
+    pub fn used(&self, sub: &str) -> usize {
+        self.per_caller
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(sub)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// Занятые места вызывающего в очереди; уничтожение возвращает их.
+#[derive(Debug)]
+pub struct ShareGuard {
+    shares: Arc<QueueShares>,
+    sub: String,
+    n: usize,
+}
+
+impl Drop for ShareGuard {
+    fn drop(&mut self) {
+        let mut map = self
+            .shares
+            .per_caller
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(used) = map.get_mut(&self.sub) {
+            *used = used.saturating_sub(self.n);
+            if *used == 0 {
+                map.remove(&self.sub);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_are_per_caller_and_return_on_drop() {
+        let shares = Arc::new(QueueShares::default());
+        let a1 = shares.take("a", 3, 5).unwrap();
+        assert!(shares.take("a", 3, 5).is_none());
+        let b = shares.take("b", 5, 5).unwrap();
+        let a2 = shares.take("a", 2, 5).unwrap();
+        assert_eq!(shares.used("a"), 5);
+        drop(a1);
+        assert_eq!(shares.used("a"), 2);
+        drop((a2, b));
+        assert_eq!(shares.used("a"), 0);
+        assert_eq!(shares.used("b"), 0);
     }
 }

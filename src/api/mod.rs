@@ -48,6 +48,8 @@ pub struct ApiContext {
     pub limits: Arc<limits::ApiLimits>,
     /// Счётчики websocket-соединений и подписок (пределы на вызывающего и на сервер).
     pub ws: Arc<graphql::ws::WsRegistry>,
+    /// Доли вызывающих в очереди записи.
+    pub queue_shares: Arc<limits::QueueShares>,
 }
 
 /// Состояние маршрутизатора.

@@ -193,7 +193,12 @@ async fn ingest_enforces_roles_and_projects(b: Backend) {
 both!(ingest_enforces_roles_and_projects);
 
 async fn a_full_queue_answers_backpressure_and_accepts_nothing(b: Backend) {
-    let app = spawn_app_with(&b, |s| s.queue_capacity = 5).await;
+    // Доля одного токена — вся очередь: здесь проверяется общий предел.
+    let app = spawn_app_with(&b, |s| {
+        s.queue_capacity = 5;
+        s.queue_share_per_token_percent = 100;
+    })
+    .await;
     let p = Uuid::now_v7();
     let alice = app.token("alice", Role::User, &[p]);
     let batch: Vec<Value> = (0..6).map(|_| e(p, "A")).collect();

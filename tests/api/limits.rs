@@ -325,3 +325,35 @@ async fn the_timeline_is_capped_before_and_after_the_query(b: Backend) {
     assert_eq!(body["error"]["parameter"], "bucket");
 }
 both!(the_timeline_is_capped_before_and_after_the_query);
+
+async fn one_token_cannot_take_more_than_its_share_of_the_write_queue(b: Backend) {
+    // Ёмкость очереди 10, доля вызывающего 50 % — 5 событий.
+    let app = spawn_app_with(&b, |s| {
+        s.queue_capacity = 10;
+        s.queue_share_per_token_percent = 50;
+    })
+    .await;
+    let p = Uuid::now_v7();
+    let a = app.token("noisy", Role::User, &[p]);
+    let bt = app.token("quiet", Role::User, &[p]);
+    let batch = |n: usize| {
+        Value::Array(
+            (0..n)
+                .map(|_| json!({"sessionId": Uuid::now_v7(), "projectId": p, "eventType": "E"}))
+                .collect(),
+        )
+    };
+    let r = app.ingest(&a, batch(6)).await;
+    assert_eq!(code(&r), "RATE_LIMITED", "{r}");
+    assert!(
+        r["errors"][0]["extensions"]["retryAfterMs"].as_u64().is_some(),
+        "{r}"
+    );
+    assert_eq!(app.store.count_events().await.unwrap(), 0);
+    let r = app.ingest(&bt, batch(5)).await;
+    assert!(r["errors"].is_null(), "{r}");
+    let r = app.ingest(&a, batch(5)).await;
+    assert!(r["errors"].is_null(), "{r}");
+    assert_eq!(app.store.count_events().await.unwrap(), 10);
+}
+both!(one_token_cannot_take_more_than_its_share_of_the_write_queue);

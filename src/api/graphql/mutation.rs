@@ -103,6 +103,26 @@ pub async fn ingest(
     }
     let ids: Vec<_> = batch.iter().map(|e| e.id).collect();
     let accepted = batch.len() as i64;
+    // Доля вызывающего в очереди: места держатся, пока пакет не записан. Доля не
+    // меньше всей очереди ничего не ограничивает — тогда отвечает сама очередь
+    // (BACKPRESSURE).
+    let max_share = api.limits.queue_share_per_token;
+    let share = if max_share < api.stream.logger().capacity() {
+        let taken = api.queue_shares.take(&principal.sub, batch.len(), max_share);
+        if taken.is_none() {
+            return Err(ApiError::RateLimited {
+                message: format!(
+                    "this token already has {} of at most {max_share} events waiting in the write \
+                     queue (EVENTLOG_QUEUE_SHARE_PER_TOKEN_PERCENT); retry later",
+                    api.queue_shares.used(&principal.sub)
+                ),
+                retry_after_ms: retry_after_ms(api, batch.len()),
+            });
+        }
+        taken
+    } else {
+        None
+    };
     let waiter = api.stream.broadcast_events(batch).map_err(|e| match e {
         BatchError::QueueFull(events) => ApiError::Backpressure {
             retry_after_ms: retry_after_ms(api, events.len()),
@@ -111,8 +131,16 @@ pub async fn ingest(
         BatchError::Closed(_) => ApiError::Backpressure { retry_after_ms: 1000 },
         BatchError::Invalid(_, e) => ApiError::from(e),
     })?;
-    if wait_for_commit {
-        let outcome = waiter.wait().await.map_err(|e| ApiError::internal(&e))?;
+    if !wait_for_commit {
+        // Ответ уходит сразу; места освобождаются, когда пакет будет записан.
+        tokio::spawn(async move {
+            let _ = waiter.wait().await;
+            drop(share);
+        });
+    } else {
+        let outcome = waiter.wait().await.map_err(|e| ApiError::internal(&e));
+        drop(share);
+        let outcome = outcome?;
         if outcome.conflicts > 0 {
             // Гонка: чужая строка с тем же id записана между проверкой и записью;
             // писатель перенёс такие события в event_logs_rejected. Индекс
