@@ -343,7 +343,25 @@ async fn one_token_cannot_take_more_than_its_share_of_the_write_queue(b: Backend
                 .collect(),
         )
     };
-    let r = app.ingest(&a, batch(6)).await;
+    let resp = app
+        .client
+        .post(format!("{}/graphql", app.addr))
+        .bearer_auth(&a)
+        .json(&json!({"query": "mutation($e: [EventInput!]!) { ingestEvents(events: $e) { accepted } }", "variables": {"e": batch(6)}}))
+        .send()
+        .await
+        .unwrap();
+    // HTTP 429 с Retry-After, тело — обычный ответ GraphQL с кодом.
+    assert_eq!(resp.status(), 429);
+    assert!(
+        resp.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    let r: Value = resp.json().await.unwrap();
     assert_eq!(code(&r), "RATE_LIMITED", "{r}");
     assert!(
         r["errors"][0]["extensions"]["retryAfterMs"].as_u64().is_some(),

@@ -59,10 +59,45 @@ fn wants_graphql_response(headers: &HeaderMap) -> bool {
         .any(|m| m.trim().eq_ignore_ascii_case(GRAPHQL_RESPONSE_JSON))
 }
 
+/// Весь ответ — отказ по пределу на вызывающего (RATE_LIMITED, данных нет): HTTP
+/// 429 с `Retry-After` (секунды, вверх из `retryAfterMs`) и тем же телом; иначе
+/// ответ возвращается как есть.
+fn rate_limited(resp: Response) -> Result<axum::response::Response, Response> {
+    let limited = resp.data == async_graphql::Value::Null
+        && !resp.errors.is_empty()
+        && resp
+            .errors
+            .iter()
+            .all(|e| super::codes::code_of(e) == Some(super::codes::RATE_LIMITED));
+    if !limited {
+        return Err(resp);
+    }
+    let retry_ms = resp
+        .errors
+        .iter()
+        .filter_map(|e| match e.extensions.as_ref()?.get("retryAfterMs")? {
+            async_graphql::Value::Number(n) => n.as_u64(),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(1000);
+    let secs = retry_ms.div_ceil(1000).max(1).to_string();
+    Ok((
+        StatusCode::TOO_MANY_REQUESTS,
+        [(header::RETRY_AFTER, secs)],
+        Json(resp),
+    )
+        .into_response())
+}
+
 /// Ответ в медиатипе, который просил клиент. С `application/graphql-response+json`
 /// ошибка запроса (разбор, проверка, переменные) — 400 без поля `data`; с
 /// `application/json` — 200, как ждут старые клиенты.
 fn respond(headers: &HeaderMap, resp: Response) -> axum::response::Response {
+    let resp = match rate_limited(resp) {
+        Ok(limited) => return limited,
+        Err(resp) => resp,
+    };
     if !wants_graphql_response(headers) {
         return Json(resp).into_response();
     }
