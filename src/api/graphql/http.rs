@@ -59,10 +59,9 @@ fn wants_graphql_response(headers: &HeaderMap) -> bool {
         .any(|m| m.trim().eq_ignore_ascii_case(GRAPHQL_RESPONSE_JSON))
 }
 
-/// Весь ответ — отказ по пределу на вызывающего (RATE_LIMITED, данных нет): HTTP
-/// 429 с `Retry-After` (секунды, вверх из `retryAfterMs`) и тем же телом; иначе
-/// ответ возвращается как есть.
-fn rate_limited(resp: Response) -> Result<axum::response::Response, Response> {
+/// Весь ответ — отказ по пределу на вызывающего (RATE_LIMITED, данных нет):
+/// через сколько секунд повторить (вверх из `retryAfterMs`, не меньше 1).
+fn rate_limited_retry_secs(resp: &Response) -> Option<u64> {
     let limited = resp.data == async_graphql::Value::Null
         && !resp.errors.is_empty()
         && resp
@@ -70,7 +69,7 @@ fn rate_limited(resp: Response) -> Result<axum::response::Response, Response> {
             .iter()
             .all(|e| super::codes::code_of(e) == Some(super::codes::RATE_LIMITED));
     if !limited {
-        return Err(resp);
+        return None;
     }
     let retry_ms = resp
         .errors
@@ -81,23 +80,22 @@ fn rate_limited(resp: Response) -> Result<axum::response::Response, Response> {
         })
         .max()
         .unwrap_or(1000);
-    let secs = retry_ms.div_ceil(1000).max(1).to_string();
-    Ok((
-        StatusCode::TOO_MANY_REQUESTS,
-        [(header::RETRY_AFTER, secs)],
-        Json(resp),
-    )
-        .into_response())
+    Some(retry_ms.div_ceil(1000).max(1))
 }
 
 /// Ответ в медиатипе, который просил клиент. С `application/graphql-response+json`
 /// ошибка запроса (разбор, проверка, переменные) — 400 без поля `data`; с
 /// `application/json` — 200, как ждут старые клиенты.
 fn respond(headers: &HeaderMap, resp: Response) -> axum::response::Response {
-    let resp = match rate_limited(resp) {
-        Ok(limited) => return limited,
-        Err(resp) => resp,
-    };
+    // RATE_LIMITED: HTTP 429 с `Retry-After` и тем же телом.
+    if let Some(secs) = rate_limited_retry_secs(&resp) {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, secs.to_string())],
+            Json(resp),
+        )
+            .into_response();
+    }
     if !wants_graphql_response(headers) {
         return Json(resp).into_response();
     }
