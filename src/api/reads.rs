@@ -144,13 +144,35 @@ const EVENT_OVERHEAD_BYTES: usize = 512;
 fn within_bytes(items: &[Event], max_bytes: usize) -> usize {
     let mut total = 0usize;
     for (i, e) in items.iter().enumerate() {
-        let payload = serde_json::to_string(&e.payload).map_or(0, |s| s.len());
+        let payload: usize = e
+            .payload
+            .iter()
+            .map(|(k, v)| k.len() + 4 + approx_json_len(v))
+            .sum();
         total = total.saturating_add(payload + EVENT_OVERHEAD_BYTES);
         if total > max_bytes && i > 0 {
             return i;
         }
     }
     items.len()
+}
+
+/// Приблизительный размер значения в JSON без сериализации (без выделения памяти):
+/// строки и ключи — их длина плюс кавычки, числа — 8, разметка — по байту.
+fn approx_json_len(v: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    match v {
+        Value::Null | Value::Bool(_) => 5,
+        Value::Number(_) => 8,
+        Value::String(s) => s.len() + 2,
+        Value::Array(a) => 2 + a.iter().map(|x| approx_json_len(x) + 1).sum::<usize>(),
+        Value::Object(m) => {
+            2 + m
+                .iter()
+                .map(|(k, x)| k.len() + 4 + approx_json_len(x))
+                .sum::<usize>()
+        }
+    }
 }
 
 /// Страница сессий.
