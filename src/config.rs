@@ -22,9 +22,24 @@ pub struct Settings {
     /// Секрет HS256 для JWT; без него сервер генерирует секрет на один запуск и печатает готовые токены.
     #[arg(long, env = "EVENTLOG_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<SecretString>,
-    /// URL Redis (необязательно; зарезервировано для раздачи между экземплярами).
+    /// URL Redis (необязательно): пробуждение читателей журнала на всех экземплярах
+    /// и общий кэш аналитики. Без него — `NOTIFY` (PostgreSQL), опрос и кэш в процессе.
     #[arg(long, env = "EVENTLOG_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// Префикс ключей и каналов Redis: несколько развёртываний делят один Redis.
+    #[arg(long, env = "EVENTLOG_REDIS_PREFIX", default_value = "eventlog:")]
+    pub redis_prefix: String,
+    /// Срок жизни записи кэша аналитики, секунд (0 — кэш выключен). Ограничивает
+    /// только срок жизни: ответ из кэша всегда точен.
+    #[arg(long, env = "EVENTLOG_ANALYTICS_CACHE_TTL", default_value_t = 300)]
+    pub analytics_cache_ttl: u64,
+    /// Интервал опроса журнала, мс: столько в худшем случае ждёт живое событие,
+    /// уведомление о котором потерялось.
+    #[arg(long, env = "EVENTLOG_LOG_POLL_MS", default_value_t = 100)]
+    pub log_poll_ms: u64,
+    /// Слушать `NOTIFY eventlog_log` на PostgreSQL (`false` — только опрос и Redis).
+    #[arg(long, env = "EVENTLOG_LOG_NOTIFY", default_value_t = true, action = clap::ArgAction::Set)]
+    pub log_notify: bool,
     /// Срок хранения событий, дней (0 — не удалять).
     #[arg(long, env = "EVENTLOG_RETENTION_DAYS", default_value_t = 90)]
     pub retention_days: u32,
@@ -74,6 +89,10 @@ impl Settings {
             listen: "127.0.0.1:0".parse().expect("адрес корректен"),
             jwt_secret: None,
             redis_url: None,
+            redis_prefix: "eventlog:".into(),
+            analytics_cache_ttl: 300,
+            log_poll_ms: 100,
+            log_notify: true,
             retention_days: 90,
             batch_size: 1000,
             flush_interval_ms: 20,

@@ -26,6 +26,13 @@ pub const SUBSCRIBERS: &str = "eventlog_subscribers";
 /// Длительность HTTP-запросов, секунды (метки `route`, `status`).
 pub const HTTP_REQUEST_DURATION: &str = "eventlog_http_request_duration_seconds";
 
+/// Попаданий в кэш аналитики (метка `tier`: `local` или `redis`).
+pub const CACHE_HITS: &str = "eventlog_analytics_cache_hits_total";
+/// Промахов кэша аналитики.
+pub const CACHE_MISSES: &str = "eventlog_analytics_cache_misses_total";
+/// Событий, прочитанных читателем журнала (всех писателей базы).
+pub const LOG_EVENTS_READ: &str = "eventlog_log_events_read_total";
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Ставит рекордер Prometheus (один раз на процесс) и возвращает его handle.
@@ -51,6 +58,8 @@ pub fn install() -> PrometheusHandle {
                 INSERT_RETRIES,
                 EVENTS_DROPPED,
                 EVENTS_REJECTED,
+                CACHE_MISSES,
+                LOG_EVENTS_READ,
             ] {
                 metrics::counter!(name).increment(0);
             }

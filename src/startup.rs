@@ -16,11 +16,14 @@ use uuid::Uuid;
 
 use crate::api::{self, ApiContext, AppState};
 use crate::auth::JwtKeys;
+use crate::cache::AnalyticsCache;
 use crate::config::Settings;
 use crate::logger::ShutdownReport;
 use crate::query::{CursorCodec, Role};
+use crate::redis_link::RedisLink;
+use crate::storage::log::RETENTION_LOCK_KEY;
 use crate::storage::{PoolOptions, StorageError, Store};
-use crate::stream::StreamManager;
+use crate::stream::{StreamConfig, StreamManager};
 
 /// Ошибка запуска.
 #[derive(Debug, Error)]
@@ -28,6 +31,9 @@ pub enum StartupError {
     /// База недоступна или миграция не прошла.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// Неверный URL Redis.
+    #[error("invalid EVENTLOG_REDIS_URL: {0}")]
+    Redis(redis::RedisError),
     /// Не удалось занять адрес.
     #[error("cannot bind {0}: {1}")]
     Bind(std::net::SocketAddr, std::io::Error),
@@ -80,12 +86,26 @@ impl Application {
         };
         let keys = JwtKeys::new(&secret);
         let demo = generated.then(|| demo_tokens(&keys));
-        let stream = StreamManager::start(store.clone(), settings.logger_config(), settings.live_buffer);
+        let redis = match &settings.redis_url {
+            Some(url) => Some(RedisLink::new(url, &settings.redis_prefix).map_err(StartupError::Redis)?),
+            None => None,
+        };
+        let stream = StreamManager::start_with(
+            store.clone(),
+            settings.logger_config(),
+            StreamConfig {
+                live_capacity: settings.live_buffer,
+                poll_interval: Duration::from_millis(settings.log_poll_ms.max(1)),
+                listen_notify: settings.log_notify,
+                redis: redis.clone(),
+            },
+        );
         let api_ctx = ApiContext {
             store: store.clone(),
             repo: crate::storage::EventRepository::new(store.clone()),
             stream,
             cursors: CursorCodec::new(&secret),
+            cache: AnalyticsCache::new(Duration::from_secs(settings.analytics_cache_ttl), redis),
         };
         let schema = api::graphql::build_schema(Some(api_ctx.clone()), !settings.disable_introspection);
         let listener = TcpListener::bind(settings.listen)
@@ -174,13 +194,25 @@ fn demo_tokens(keys: &JwtKeys) -> DemoTokens {
     }
 }
 
-/// Фоновая очистка: раз в час удаляет события старше срока порциями.
+/// Фоновая очистка: раз в час удаляет события старше срока порциями. На
+/// PostgreSQL работает один экземпляр за раз (advisory-замок); остальные в этот
+/// час пропускают очистку.
 async fn retention_loop(store: Store, days: u32, cancel: CancellationToken) {
     loop {
         let cutoff = chrono::Utc::now() - chrono::Duration::days(i64::from(days));
-        match store.purge_older_than(cutoff, 10_000).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(deleted = n, days, "Retention purge finished."),
+        let job = async {
+            let n = store.purge_older_than(cutoff, 10_000).await?;
+            // Сведения о фиксациях живут вдвое дольше событий: по ним находится
+            // позиция `afterSeq` уже удалённого события.
+            store
+                .prune_commits(cutoff - chrono::Duration::days(i64::from(days)))
+                .await?;
+            Ok(n)
+        };
+        match store.exclusively(RETENTION_LOCK_KEY, job).await {
+            Ok(Some(0)) => {}
+            Ok(Some(n)) => tracing::info!(deleted = n, days, "Retention purge finished."),
+            Ok(None) => tracing::debug!("Retention runs on another instance."),
             Err(e) => tracing::warn!(error = %e, "Retention purge failed; will retry."),
         }
         tokio::select! {

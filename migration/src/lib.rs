@@ -3,12 +3,17 @@
 //! `m20250101_000001_create_event_logs` создаёт таблицу событий `event_logs`,
 //! таблицу отказов `event_logs_rejected` и индексы SPEC §2;
 //! `m20250101_000002_add_query_indexes` — индексы под формы запросов API.
+//! `m20261204_000001_create_event_log` — журнал фиксаций (порядок событий для
+//! всех писателей) и головы проектов.
 //! `down` каждой миграции полностью отменяет её `up`.
 
 pub use sea_orm_migration::prelude::*;
 
 mod m20250101_000001_create_event_logs;
 mod m20250101_000002_add_query_indexes;
+mod m20261204_000001_create_event_log;
+
+pub use m20261204_000001_create_event_log::LOG_LOCK_KEY;
 
 /// Набор миграций eventlog по порядку применения.
 pub struct Migrator;
@@ -19,6 +24,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20250101_000001_create_event_logs::Migration),
             Box::new(m20250101_000002_add_query_indexes::Migration),
+            Box::new(m20261204_000001_create_event_log::Migration),
         ]
     }
 }

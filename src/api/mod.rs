@@ -25,6 +25,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::JwtKeys;
+use crate::cache::AnalyticsCache;
 use crate::config::Settings;
 use crate::query::CursorCodec;
 use crate::storage::{EventRepository, Store};
@@ -42,6 +43,8 @@ pub struct ApiContext {
     pub stream: StreamManager,
     /// Кодек курсоров.
     pub cursors: CursorCodec,
+    /// Точный кэш аналитики.
+    pub cache: AnalyticsCache,
 }
 
 /// Состояние маршрутизатора.

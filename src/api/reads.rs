@@ -169,5 +169,17 @@ pub async fn analytics(
     bucket: Bucket,
 ) -> Result<Analytics, ApiError> {
     let scope = scope_for(principal, project_id, &filter)?;
-    Ok(ctx.repo.get_analytics(&scope, &filter, bucket).await?)
+    if !ctx.cache.is_enabled() {
+        return Ok(ctx.repo.get_analytics(&scope, &filter, bucket).await?);
+    }
+    // Голова журнала проекта читается до расчёта: ответ не старше неё, поэтому
+    // под этим ключом он точен (см. `cache`).
+    let head = ctx.store.project_head(project_id).await?;
+    let key = ctx.cache.key(&scope, &filter, bucket, head);
+    if let Some(hit) = ctx.cache.get(&key).await {
+        return Ok(hit.as_ref().clone());
+    }
+    let fresh = ctx.repo.get_analytics(&scope, &filter, bucket).await?;
+    ctx.cache.put(key, std::sync::Arc::new(fresh.clone())).await;
+    Ok(fresh)
 }

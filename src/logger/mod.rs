@@ -18,15 +18,16 @@ use std::time::Duration;
 
 use chrono::Utc;
 use thiserror::Error;
-use tokio::sync::{Mutex, mpsc, watch};
+use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use ack::AckGroup;
 pub use ack::{CommitError, CommitOutcome, CommitWaiter};
+pub(crate) use worker::backoff;
 
 use crate::metrics as m;
-use crate::model::{Event, NewEvent};
+use crate::model::NewEvent;
 use crate::storage::Store;
 
 /// Настройки писателя.
@@ -89,17 +90,6 @@ pub enum BatchError {
     Closed(Vec<NewEvent>),
 }
 
-/// Водяной знак публикации. Пока писатель не прочитал базу, оба поля −1.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Watermark {
-    /// Наибольший seq в базе, когда писатель начал работу: всё, что он опубликует,
-    /// будет выше.
-    pub initial: i64,
-    /// Наибольший опубликованный seq: всё не выше него зафиксировано и отдано
-    /// крюку фиксации.
-    pub current: i64,
-}
-
 /// Что осталось после остановки.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ShutdownReport {
@@ -109,9 +99,10 @@ pub struct ShutdownReport {
     pub lost: usize,
 }
 
-/// Функция, которую писатель вызывает после фиксации пакета со вставленными
-/// событиями в порядке `seq` (так `StreamManager` публикует их подписчикам).
-pub type CommitHook = Arc<dyn Fn(&[Arc<Event>]) + Send + Sync>;
+/// Функция, которую писатель вызывает после фиксации пакета с числом
+/// вставленных строк (так `StreamManager` будит читателя журнала). Сами события
+/// подписчики получают из журнала базы, а не отсюда.
+pub type CommitHook = Arc<dyn Fn(usize) + Send + Sync>;
 
 /// Элемент очереди: событие и (необязательно) группа ожидания фиксации.
 pub(crate) struct Queued {
@@ -141,8 +132,6 @@ struct Inner {
     closed: AtomicBool,
     cancel: CancellationToken,
     state: Arc<WriterState>,
-    /// Водяной знак опубликованного seq.
-    published: watch::Receiver<Watermark>,
     worker: Mutex<Option<JoinHandle<ShutdownReport>>>,
 }
 
@@ -162,19 +151,7 @@ impl EventLogger {
         let (tx, rx) = mpsc::channel(capacity);
         let cancel = CancellationToken::new();
         let state = Arc::new(WriterState::default());
-        let (published_tx, published) = watch::channel(Watermark {
-            initial: -1,
-            current: -1,
-        });
-        let worker = worker::Worker::new(
-            store,
-            config,
-            rx,
-            on_commit,
-            cancel.clone(),
-            state.clone(),
-            published_tx,
-        );
+        let worker = worker::Worker::new(store, config, rx, on_commit, cancel.clone(), state.clone());
         let handle = tokio::spawn(worker.run());
         Self {
             inner: Arc::new(Inner {
@@ -183,7 +160,6 @@ impl EventLogger {
                 closed: AtomicBool::new(false),
                 cancel,
                 state,
-                published,
                 worker: Mutex::new(Some(handle)),
             }),
         }
@@ -231,12 +207,6 @@ impl EventLogger {
             });
         }
         Ok(waiter)
-    }
-
-    /// Водяной знак: всё с seq не выше `current` зафиксировано и уже отдано крюку
-    /// фиксации; `initial` — наибольший seq базы при старте писателя.
-    pub fn published_seq(&self) -> watch::Receiver<Watermark> {
-        self.inner.published.clone()
     }
 
     /// Сколько событий сейчас в очереди.

@@ -11,6 +11,7 @@ mod hardening;
 mod health;
 mod ingest;
 mod isolation;
+mod log;
 mod logger;
 mod migrations;
 mod pagination;
