@@ -39,6 +39,9 @@ pub struct DemoArgs {
     /// Проектов.
     #[arg(long, default_value_t = 2)]
     pub projects: usize,
+    /// Писать в этот проект (можно несколько раз) вместо сгенерированных.
+    #[arg(long = "project")]
+    pub project: Vec<uuid::Uuid>,
     /// Параллельных сессий.
     #[arg(long, default_value_t = 4)]
     pub sessions: usize,
@@ -63,6 +66,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let cfg = DemoConfig {
         users: args.users,
         projects: args.projects,
+        project_ids: args.project.clone(),
         sessions: args.sessions,
         rate: args.rate,
         duration: *args.duration,

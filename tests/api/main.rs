@@ -5,6 +5,7 @@ mod helpers;
 
 mod analytics;
 mod auth;
+mod cluster;
 mod filter_parity;
 mod fixture;
 mod hardening;
