@@ -3,6 +3,8 @@
 //! - `--target inprocess`: строки в секунду через EventLogger в PostgreSQL рядом с «сырым»
 //!   COPY тех же строк в ту же таблицу (в одном прогоне, порядок чередуется), плюс
 //!   задержка `log_event` p50/p99.
+//! - `--target live`: несколько процессов `eventlog serve` на одной базе, задержка
+//!   от подтверждения приёма до подписчика (см. [`super::livebench`]).
 //! - `--target reads`: засевает N строк и меряет страницу из 50 строк с фильтром и
 //!   аналитику проекта за 7 дней (p50/p95), печатает планы EXPLAIN.
 
@@ -31,6 +33,8 @@ pub enum Target {
     Inprocess,
     /// Чтение на засеянной базе.
     Reads,
+    /// Задержка «подтверждение → подписчик» на нескольких экземплярах сервера.
+    Live,
 }
 
 /// Способ записи для `inprocess`.
@@ -79,6 +83,13 @@ pub struct LoadgenArgs {
     /// Для reads: сколько раз выполнить каждый запрос.
     #[arg(long, default_value_t = 50)]
     pub iterations: usize,
+    /// Для inprocess: сколько параллельных соединений у базового COPY (по
+    /// умолчанию — сколько пакетов писатель держит в полёте).
+    #[arg(long)]
+    pub copy_connections: Option<usize>,
+    /// Для live: параметры прогона.
+    #[command(flatten)]
+    pub live: super::livebench::LiveArgs,
 }
 
 /// Запуск.
@@ -93,6 +104,7 @@ pub async fn run(args: LoadgenArgs) -> Result<()> {
     match args.target {
         Target::Inprocess => inprocess(&store, &args).await,
         Target::Reads => reads(&store, &args).await,
+        Target::Live => super::livebench::run(&store, &args.database_url, &args.live).await,
     }
 }
 
@@ -156,10 +168,10 @@ fn generate(rng: &mut StdRng, n: usize, projects: &[Uuid]) -> Vec<NewEvent> {
         .collect()
 }
 
-async fn truncate(store: &Store) -> Result<()> {
+pub(super) async fn truncate(store: &Store) -> Result<()> {
     store
         .connection()
-        .execute_unprepared("TRUNCATE event_logs RESTART IDENTITY")
+        .execute_unprepared("TRUNCATE event_logs, event_log_commits, event_log_heads RESTART IDENTITY")
         .await?;
     store.connection().execute_unprepared("CHECKPOINT").await.ok();
     Ok(())
@@ -170,10 +182,16 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-async fn run_copy(store: &Store, events: &[NewEvent]) -> Result<f64> {
+/// «Сырой» COPY тех же строк из `connections` параллельных соединений.
+async fn run_copy(store: &Store, events: &[NewEvent], connections: usize) -> Result<f64> {
     truncate(store).await?;
     let started = Instant::now();
-    let n = store.copy_raw(events).await?;
+    let chunk = events.len().div_ceil(connections.max(1));
+    let parts = events
+        .chunks(chunk)
+        .map(|part| store.copy_raw(part))
+        .collect::<Vec<_>>();
+    let n: u64 = futures::future::try_join_all(parts).await?.into_iter().sum();
     let secs = started.elapsed().as_secs_f64();
     anyhow::ensure!(n as usize == events.len(), "COPY wrote {n} rows");
     Ok(events.len() as f64 / secs)
@@ -249,8 +267,9 @@ async fn inprocess(store: &Store, args: &LoadgenArgs) -> Result<()> {
             (PgWriteMethod::MultiRow, "multi-row"),
         ],
     };
+    let copy_connections = args.copy_connections.unwrap_or(args.in_flight);
     println!(
-        "inprocess: {} rows/run, avg payload {avg_payload} B, batch {}, {} in flight, {} rounds",
+        "inprocess: {} rows/run, avg payload {avg_payload} B, batch {}, {} in flight, COPY from {copy_connections} connections, {} rounds",
         events.len(),
         args.batch_size,
         args.in_flight,
@@ -265,7 +284,7 @@ async fn inprocess(store: &Store, args: &LoadgenArgs) -> Result<()> {
         let copy_first = round % 2 == 0;
         let mut copy_rate = 0.0;
         if copy_first {
-            copy_rate = run_copy(store, &events).await?;
+            copy_rate = run_copy(store, &events, copy_connections).await?;
         }
         let mut round_rates = Vec::new();
         for (m, _) in &methods {
@@ -274,7 +293,7 @@ async fn inprocess(store: &Store, args: &LoadgenArgs) -> Result<()> {
             round_rates.push(r);
         }
         if !copy_first {
-            copy_rate = run_copy(store, &events).await?;
+            copy_rate = run_copy(store, &events, copy_connections).await?;
         }
         copy_rates.push(copy_rate);
         print!("round {}: COPY {:.0} rows/s", round + 1, copy_rate);

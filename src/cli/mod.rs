@@ -2,6 +2,7 @@
 //! ошибки оборачиваются `anyhow` с контекстом.
 
 pub mod demo;
+pub mod livebench;
 pub mod loadgen;
 
 use std::path::PathBuf;
