@@ -100,6 +100,14 @@ impl Application {
                 redis: redis.clone(),
             },
         );
+        // Экземпляр готов, когда его читатель журнала дочитал голову: иначе первые
+        // подписки и /readyz ждали бы его.
+        if tokio::time::timeout(Duration::from_secs(10), stream.sync_to_head())
+            .await
+            .is_err()
+        {
+            tracing::warn!("The log reader has not caught up yet; serving anyway.");
+        }
         let api_ctx = ApiContext {
             store: store.clone(),
             repo: crate::storage::EventRepository::new(store.clone()),

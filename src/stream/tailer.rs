@@ -61,6 +61,10 @@ impl Tailer {
             Some(p) => p,
             None => return,
         };
+        // Голова прочитана — это уже успешное чтение журнала.
+        self.health
+            .last_ok_ms
+            .store(Utc::now().timestamp_millis(), Ordering::Relaxed);
         self.state.send_replace(TailState {
             position,
             ready: true,
