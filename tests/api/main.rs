@@ -5,14 +5,17 @@ mod helpers;
 
 mod analytics;
 mod auth;
+mod cors;
 mod filter_parity;
 mod fixture;
+mod graphiql;
 mod hardening;
 mod health;
 mod ingest;
 mod isolation;
 mod logger;
 mod migrations;
+mod newcomer;
 mod pagination;
 mod queries;
 mod rest;

@@ -1,8 +1,10 @@
 //! GraphQL API (SPEC §5): схема из частей по возможностям, HTTP-обработчики и
 //! websocket. Части: [`query`] (история и аналитика), [`mutation`] (приём),
 //! [`subscription`] (живые события), [`types`], [`loader`] (DataLoader сессий),
-//! [`limits`] (предел псевдонимов), [`ws`] (протокол websocket с защитами).
+//! [`limits`] (предел псевдонимов), [`ws`] (протокол websocket с защитами),
+//! [`graphiql`] (GraphiQL, вшитый в бинарник).
 
+pub mod graphiql;
 pub mod http;
 pub mod limits;
 pub mod loader;
