@@ -33,7 +33,7 @@
   var defaultQuery = [
     "# Paste a token printed by `eventlog serve` (or `eventlog token`) into the Headers tab:",
     '#   {"Authorization": "Bearer <token>"}',
-    "# and the demo project id into Variables.",
+    '# and {"projectId": "<demo project id>"} into Variables.',
     "",
     "query RecentEvents($projectId: UUID!) {",
     "  events(projectId: $projectId, first: 10) {",
@@ -54,7 +54,6 @@
       fetcher: fetcher,
       defaultQuery: defaultQuery,
       defaultHeaders: '{\n  "Authorization": "Bearer <token>"\n}',
-      defaultVariables: '{\n  "projectId": "<demo project id>"\n}',
       defaultEditorToolsVisibility: true,
       shouldPersistHeaders: true,
     })

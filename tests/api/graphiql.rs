@@ -2,6 +2,8 @@
 //! со строгой CSP, и каждый файл отдаётся из бинарника. Отрисовку, запрос и подписку
 //! в настоящем браузере проверяет `frontend-examples/tests` (его запускает `.ci/run`).
 
+use serde_json::json;
+
 use crate::both;
 use crate::helpers::{Backend, spawn_app, spawn_app_with};
 
@@ -67,3 +69,14 @@ async fn graphiql_assets_are_off_with_graphiql(b: Backend) {
     assert_eq!(r.status(), 404);
 }
 both!(graphiql_assets_are_off_with_graphiql);
+
+/// `getIntrospectionQuery()` graphql-js 16 со всеми флагами — его шлёт GraphiQL.
+const INTROSPECTION: &str = r#"query IntrospectionQuery { __schema { description queryType { name kind } mutationType { name kind } subscriptionType { name kind } types { ...FullType } directives { name description isRepeatable locations args(includeDeprecated: true) { ...InputValue } } } } fragment FullType on __Type { kind name description specifiedByURL fields(includeDeprecated: true) { name description args(includeDeprecated: true) { ...InputValue } type { ...TypeRef } isDeprecated deprecationReason } inputFields(includeDeprecated: true) { ...InputValue } interfaces { ...TypeRef } enumValues(includeDeprecated: true) { name description isDeprecated deprecationReason } possibleTypes { ...TypeRef } } fragment InputValue on __InputValue { name description type { ...TypeRef } defaultValue isDeprecated deprecationReason } fragment TypeRef on __Type { kind name ofType { name kind ofType { name kind ofType { name kind ofType { name kind ofType { name kind ofType { name kind ofType { name kind ofType { name kind ofType { name kind } } } } } } } } } }"#;
+
+async fn the_standard_introspection_query_passes_the_limits(b: Backend) {
+    let app = spawn_app(&b).await;
+    let r = app.graphql(None, INTROSPECTION, json!({})).await;
+    assert!(r["errors"].is_null(), "GraphiQL must be able to load the schema: {r}");
+    assert_eq!(r["data"]["__schema"]["queryType"]["name"], "Query");
+}
+both!(the_standard_introspection_query_passes_the_limits);
