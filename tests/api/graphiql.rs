@@ -76,7 +76,10 @@ const INTROSPECTION: &str = r#"query IntrospectionQuery { __schema { description
 async fn the_standard_introspection_query_passes_the_limits(b: Backend) {
     let app = spawn_app(&b).await;
     let r = app.graphql(None, INTROSPECTION, json!({})).await;
-    assert!(r["errors"].is_null(), "GraphiQL must be able to load the schema: {r}");
+    assert!(
+        r["errors"].is_null(),
+        "GraphiQL must be able to load the schema: {r}"
+    );
     assert_eq!(r["data"]["__schema"]["queryType"]["name"], "Query");
 }
 both!(the_standard_introspection_query_passes_the_limits);
