@@ -129,6 +129,13 @@ function pre(label: string, value: unknown): HTMLElement {
   return el("details", {}, el("summary", {}, label), el("pre", {}, JSON.stringify(value, null, 2)));
 }
 
+/** Clock time with milliseconds: many steps of one session share a second. */
+function clock(iso: string): string {
+  const d = new Date(iso);
+  const two = (n: number) => String(n).padStart(2, "0");
+  return `${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())}.${String(d.getMilliseconds()).padStart(3, "0")}`;
+}
+
 function fmtMs(ms: number): string {
   if (ms < 1000) return `${Math.round(ms)} ms`;
   if (ms < 60_000) return `${(ms / 1000).toFixed(ms < 10_000 ? 2 : 1)} s`;
@@ -156,7 +163,7 @@ function toolStep(s: Step): HTMLElement {
     : null;
   node.className = cls;
   node.append(
-    el("div", { class: "time" }, fmtTime(req.createdAt)),
+    el("div", { class: "time" }, clock(req.createdAt)),
     el(
       "div",
       { class: "main" },
@@ -211,7 +218,7 @@ function approvalStep(s: Step): HTMLElement {
   return el(
     "div",
     { class: cls },
-    el("div", { class: "time" }, fmtTime(req.createdAt)),
+    el("div", { class: "time" }, clock(req.createdAt)),
     el(
       "div",
       { class: "main" },
@@ -261,7 +268,7 @@ function eventStep(s: Step): HTMLElement {
   return el(
     "div",
     { class: cls },
-    el("div", { class: "time" }, fmtTime(e.createdAt)),
+    el("div", { class: "time" }, clock(e.createdAt)),
     el(
       "div",
       { class: "main" },
