@@ -108,8 +108,8 @@ function bucketStart(iso: string, bucket: Bucket): number {
 function bucketLabel(iso: string, bucket: Bucket): string {
   const d = new Date(iso);
   if (bucket === "DAY") return d.toLocaleDateString([], { month: "short", day: "numeric" });
-  if (bucket === "HOUR") return d.toLocaleString([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
-  return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  if (bucket === "HOUR") return d.toLocaleString([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", hour12: false });
+  return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", hour12: false });
 }
 
 function card(id: string, title: string, wide = false): { card: HTMLElement; box: HTMLElement; note: HTMLElement } {
