@@ -319,7 +319,7 @@ test("the events table pages with its cursor, filters change its rows, rows expa
   await page.close();
 });
 
-test("the session viewer shows history, a live event within 2 s, and resumes after an outage with no gap and no duplicate", async () => {
+test("the session viewer shows history, a live event within 2 s, and resumes after an outage with no gap and no duplicate", async (t) => {
   const page = await newPage();
   await signIn(page, "/dashboard/", server.admin);
   await page.waitForSelector("#events-body a.session-link", { timeout: 15_000 });
@@ -348,6 +348,7 @@ test("the session viewer shows history, a live event within 2 s, and resumes aft
   await page.waitForSelector(`#steps [data-ids~="${reqId}"]`, { timeout: 2_000 });
   const latency = Date.now() - t0;
   assert.ok(latency < 2_000, `live event shown after ${latency} ms`);
+  t.diagnostic(`ingest -> shown in the viewer: ${latency} ms`);
   // Its result joins the same step, with the duration.
   const [resId] = await ingest(server.url, server.service, [
     { sessionId: session, projectId: server.project, userId: sessionUser, agentId: "code-agent", eventType: "TOOL_RESULT", toolName: "web_search", payload: { tool_call_id: callId, status: "success", duration_ms: 1234, output: "ok" } },
@@ -377,6 +378,7 @@ test("the session viewer shows history, a live event within 2 s, and resumes aft
   assert.match(await page.textContent("#conn-banner"), /Reconnected/);
   const expected = await allSessionEvents(server.url, server.admin, server.project, session);
   assert.deepEqual(await viewerIds(), expected);
+  t.diagnostic(`after the outage: ${expected.length} events, equal to sessionEvents in order`);
   const shownIds = await domIds();
   assert.equal(shownIds.length, expected.length, "every event is shown exactly once");
   assert.deepEqual([...shownIds].sort(), [...expected].sort());
