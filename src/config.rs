@@ -79,7 +79,19 @@ pub struct Settings {
     /// Сколько ждать `connection_init` на websocket, мс.
     #[arg(long, env = "EVENTLOG_WS_INIT_TIMEOUT_MS", default_value_t = 10_000)]
     pub ws_init_timeout_ms: u64,
+    /// Источники (origin) браузерных приложений, которым разрешены CORS и websocket,
+    /// через запятую; `*` — любой. Запросы без `Origin` (сервисы, скрипты) не затронуты.
+    #[arg(
+        long,
+        env = "EVENTLOG_CORS_ORIGINS",
+        value_delimiter = ',',
+        default_value = DEFAULT_CORS_ORIGINS
+    )]
+    pub cors_origins: Vec<String>,
 }
+
+/// Источники по умолчанию: dev-серверы примеров из `frontend-examples/`.
+pub const DEFAULT_CORS_ORIGINS: &str = "http://localhost:5173,http://127.0.0.1:5173";
 
 impl Settings {
     /// Настройки по умолчанию для базы `url` (для тестов и встраивания).
@@ -106,6 +118,7 @@ impl Settings {
             db_max_connections: 16,
             live_buffer: 16_384,
             ws_init_timeout_ms: 10_000,
+            cors_origins: DEFAULT_CORS_ORIGINS.split(',').map(str::to_owned).collect(),
         }
     }
 

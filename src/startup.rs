@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::api::{self, ApiContext, AppState};
-use crate::auth::JwtKeys;
+use crate::auth::{DevSecret, DevSecretError, JwtKeys, dev_secret};
 use crate::cache::AnalyticsCache;
 use crate::config::Settings;
 use crate::logger::ShutdownReport;
@@ -37,14 +37,24 @@ pub enum StartupError {
     /// Не удалось занять адрес.
     #[error("cannot bind {0}: {1}")]
     Bind(std::net::SocketAddr, std::io::Error),
+    /// Файл секрета разработки не прочитан и не создан.
+    #[error(transparent)]
+    Secret(#[from] DevSecretError),
 }
+
+/// Пользователь, для которого печатается токен `user`: первый пользователь `eventlog demo`.
+pub const DEMO_USER: &str = "demo-user-1";
 
 /// Готовые токены демонстрационного проекта (когда секрет не задан).
 #[derive(Debug, Clone)]
 pub struct DemoTokens {
     /// Демонстрационный проект.
     pub project_id: Uuid,
-    /// Токен пользователя `demo-user`.
+    /// Файл, где хранится секрет (`None` — секрет только на этот запуск).
+    pub secret_file: Option<std::path::PathBuf>,
+    /// Файл секрета создан этим запуском.
+    pub secret_file_created: bool,
+    /// Токен пользователя [`DEMO_USER`].
     pub user: String,
     /// Токен администратора проекта.
     pub admin: String,
@@ -76,16 +86,27 @@ impl Application {
             store.migrate_up().await?;
         }
         let metrics = crate::metrics::install();
-        let (secret, generated) = match &settings.jwt_secret {
-            Some(s) => (s.expose_secret().as_bytes().to_vec(), false),
+        let (secret, demo) = match &settings.jwt_secret {
+            Some(s) => (s.expose_secret().as_bytes().to_vec(), None),
             None => {
-                let mut buf = [0u8; 32];
-                rand::rng().fill_bytes(&mut buf);
-                (buf.to_vec(), true)
+                let dev = match dev_secret::default_path(&settings.database_url) {
+                    Some(path) => Some(DevSecret::load_or_create(&path)?),
+                    None => None,
+                };
+                let (secret, project_id) = match &dev {
+                    Some(d) => (d.secret.clone(), d.demo_project_id),
+                    None => {
+                        // PostgreSQL или SQLite в памяти: положить файл некуда, секрет на один запуск.
+                        let mut buf = [0u8; 32];
+                        rand::rng().fill_bytes(&mut buf);
+                        (buf.to_vec(), Uuid::now_v7())
+                    }
+                };
+                let tokens = demo_tokens(&JwtKeys::new(&secret), project_id, dev.as_ref());
+                (secret, Some(tokens))
             }
         };
         let keys = JwtKeys::new(&secret);
-        let demo = generated.then(|| demo_tokens(&keys));
         let redis = match &settings.redis_url {
             Some(url) => Some(RedisLink::new(url, &settings.redis_prefix).map_err(StartupError::Redis)?),
             None => None,
@@ -149,7 +170,8 @@ impl Application {
         self.cancel.clone()
     }
 
-    /// Готовые токены, если секрет сгенерирован на этот запуск.
+    /// Готовые токены, если `EVENTLOG_JWT_SECRET` не задан (секрет из файла
+    /// рядом с базой SQLite или сгенерирован на этот запуск).
     pub fn demo_tokens(&self) -> Option<&DemoTokens> {
         self.demo.as_ref()
     }
@@ -188,15 +210,16 @@ impl Application {
     }
 }
 
-fn demo_tokens(keys: &JwtKeys) -> DemoTokens {
-    let project_id = Uuid::now_v7();
+fn demo_tokens(keys: &JwtKeys, project_id: Uuid, dev: Option<&DevSecret>) -> DemoTokens {
     let ttl = chrono::Duration::hours(24);
     let mint = |sub: &str, role: Role, projects: Option<Vec<Uuid>>| {
         keys.mint(sub, role, projects, ttl).unwrap_or_default()
     };
     DemoTokens {
         project_id,
-        user: mint("demo-user", Role::User, Some(vec![project_id])),
+        secret_file: dev.map(|d| d.path.clone()),
+        secret_file_created: dev.is_some_and(|d| d.created),
+        user: mint(DEMO_USER, Role::User, Some(vec![project_id])),
         admin: mint("demo-admin", Role::Admin, Some(vec![project_id])),
         service: mint("demo-service", Role::Service, Some(vec![project_id])),
     }

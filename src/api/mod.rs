@@ -3,12 +3,14 @@
 //! - [`graphql`] — схема, `POST/GET /graphql`, websocket `/graphql/ws`;
 //! - [`rest`] — маршруты совместимости SPEC §6;
 //! - [`health`] — `/healthz`, `/readyz`, `/metrics`;
+//! - [`origin`] — CORS и проверка `Origin` websocket по `EVENTLOG_CORS_ORIGINS`;
 //! - [`reads`] — общий конвейер чтения (область, курсоры, пределы) для всех входов;
 //! - [`error`] — [`ApiError`](error::ApiError) и его вид для клиента.
 
 pub mod error;
 pub mod graphql;
 pub mod health;
+pub mod origin;
 pub mod reads;
 pub mod rest;
 
@@ -65,12 +67,14 @@ pub struct AppState {
 /// Собирает маршрутизатор со всеми слоями.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.settings.body_limit;
+    let cors = origin::cors_layer(&state.settings.cors_origins);
     Router::new()
         .route(
             "/graphql",
             get(graphql::http::graphql_get).post(graphql::http::graphql_post),
         )
         .route("/graphql/ws", get(graphql::ws::graphql_ws))
+        .route("/graphiql/{file}", get(graphql::graphiql::asset))
         .route("/my/projects/{project_id}/events", get(rest::events))
         .route(
             "/my/projects/{project_id}/events/{session_id}",
@@ -85,6 +89,8 @@ pub fn router(state: AppState) -> Router {
         // Паника в обработчике — 500 без подробностей, а не оборванное соединение.
         .layer(CatchPanicLayer::new())
         .layer(TraceLayer::new_for_http())
+        // Снаружи всех: предварительный OPTIONS отвечается здесь, до маршрутизации (иначе 405).
+        .layer(cors)
         .with_state(state)
 }
 

@@ -78,6 +78,10 @@ pub struct DemoConfig {
     /// Явные проекты (например, тот, что напечатал `eventlog serve`); если заданы,
     /// заменяют `projects` сгенерированных.
     pub project_ids: Vec<Uuid>,
+    /// Первый проект вместо выведенного из `seed` (`eventlog demo` ставит сюда
+    /// демонстрационный проект из файла секрета, для которого `serve` печатает
+    /// токены); по умолчанию нет.
+    pub first_project: Option<Uuid>,
     /// Параллельных сессий; по умолчанию 4.
     pub sessions: usize,
     /// Сообщений пользователей в секунду на всё демо (приблизительно, верхняя
@@ -121,6 +125,7 @@ impl Default for DemoConfig {
             users: 3,
             projects: 2,
             project_ids: Vec::new(),
+            first_project: None,
             sessions: 4,
             rate: 6.0,
             duration: Duration::from_secs(30),
@@ -380,6 +385,9 @@ pub async fn run_demo(
     let started = Instant::now();
     let mut rng = StdRng::seed_from_u64(cfg.seed);
     let mut projects: Vec<Uuid> = (0..cfg.projects).map(|_| uuid_from(&mut rng)).collect();
+    if let Some(first) = cfg.first_project {
+        projects[0] = first;
+    }
     if !cfg.project_ids.is_empty() {
         projects = cfg.project_ids.clone();
     }

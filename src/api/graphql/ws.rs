@@ -7,7 +7,8 @@
 //! - повтор id активной подписки — закрытие 4409 (graphql-transport-ws) или
 //!   ошибка для этого id (graphql-ws), а не тихая подмена;
 //! - не более [`MAX_SUBSCRIPTIONS_PER_CONNECTION`] подписок на соединение;
-//! - пределы размера сообщения и кадра.
+//! - пределы размера сообщения и кадра;
+//! - `Origin` браузера проверяется по `EVENTLOG_CORS_ORIGINS` (чужой — 403 до апгрейда).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -55,6 +56,18 @@ pub async fn graphql_ws(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    if !crate::api::origin::websocket_origin_allowed(&state.settings.cors_origins, &headers) {
+        let origin = headers
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("?");
+        tracing::info!(origin, "Websocket from a disallowed origin refused.");
+        return (
+            StatusCode::FORBIDDEN,
+            "Origin not allowed: add it to EVENTLOG_CORS_ORIGINS",
+        )
+            .into_response();
+    }
     // Подпротокол выбирается из заголовка клиента; без известного — 400.
     let Some(protocol) = headers
         .get(header::SEC_WEBSOCKET_PROTOCOL)
