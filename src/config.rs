@@ -73,6 +73,12 @@ pub struct Settings {
     /// Максимум соединений пула базы.
     #[arg(long, env = "EVENTLOG_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
+    /// Предел очереди писателя в байтах (оценка памяти событий); полная — BACKPRESSURE.
+    #[arg(long, env = "EVENTLOG_QUEUE_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub queue_bytes: usize,
+    /// Предел живого буфера подписок в байтах; отставший сильнее получает LAGGED.
+    #[arg(long, env = "EVENTLOG_LIVE_BUFFER_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub live_buffer_bytes: usize,
     /// Ёмкость живого буфера подписок, событий; отставший сильнее получает LAGGED.
     #[arg(long, env = "EVENTLOG_LIVE_BUFFER", default_value_t = 16_384)]
     pub live_buffer: usize,
@@ -117,6 +123,8 @@ impl Settings {
             shutdown_timeout_ms: 10_000,
             db_max_connections: 16,
             live_buffer: 16_384,
+            queue_bytes: 256 * 1024 * 1024,
+            live_buffer_bytes: 64 * 1024 * 1024,
             ws_init_timeout_ms: 10_000,
             cors_origins: DEFAULT_CORS_ORIGINS.split(',').map(str::to_owned).collect(),
         }
@@ -128,6 +136,7 @@ impl Settings {
             batch_size: self.batch_size,
             flush_interval: Duration::from_millis(self.flush_interval_ms),
             queue_capacity: self.queue_capacity,
+            queue_bytes: self.queue_bytes,
             shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms),
             ..Default::default()
         }

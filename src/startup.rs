@@ -116,6 +116,7 @@ impl Application {
             settings.logger_config(),
             StreamConfig {
                 live_capacity: settings.live_buffer,
+                live_bytes: settings.live_buffer_bytes,
                 poll_interval: Duration::from_millis(settings.log_poll_ms.max(1)),
                 listen_notify: settings.log_notify,
                 redis: redis.clone(),

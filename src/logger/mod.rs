@@ -13,7 +13,7 @@ mod ack;
 mod worker;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -39,6 +39,8 @@ pub struct LoggerConfig {
     pub flush_interval: Duration,
     /// Ёмкость очереди, событий (по умолчанию 65 536).
     pub queue_capacity: usize,
+    /// Предел очереди в байтах (оценка памяти событий; по умолчанию 256 МиБ).
+    pub queue_bytes: usize,
     /// Срок дописывания очереди при остановке (по умолчанию 10 с).
     pub shutdown_timeout: Duration,
     /// Первая задержка повтора (100 мс).
@@ -59,6 +61,7 @@ impl Default for LoggerConfig {
             batch_size: 1000,
             flush_interval: Duration::from_millis(20),
             queue_capacity: 65_536,
+            queue_bytes: 256 * 1024 * 1024,
             shutdown_timeout: Duration::from_secs(10),
             retry_base: Duration::from_millis(100),
             retry_cap: Duration::from_secs(10),
@@ -104,10 +107,38 @@ pub struct ShutdownReport {
 /// подписчики получают из журнала базы, а не отсюда.
 pub type CommitHook = Arc<dyn Fn(usize) + Send + Sync>;
 
-/// Элемент очереди: событие и (необязательно) группа ожидания фиксации.
+/// Элемент очереди: событие, его оценка в байтах и (необязательно) группа
+/// ожидания фиксации.
 pub(crate) struct Queued {
     pub(crate) event: NewEvent,
+    pub(crate) bytes: usize,
     pub(crate) ack: Option<Arc<AckGroup>>,
+}
+
+/// Бюджет очереди в байтах: сколько памяти занимают события, ещё не записанные
+/// писателем. Резервирует `log_event`/`log_batch`, возвращает писатель, когда
+/// пакет записан (или событие потеряно при остановке).
+#[derive(Debug)]
+pub(crate) struct ByteBudget {
+    used: AtomicUsize,
+    max: usize,
+}
+
+impl ByteBudget {
+    /// Резервирует `n` байт; при пустой очереди берёт и событие больше предела,
+    /// иначе одно крупное событие никогда бы не прошло.
+    fn try_take(&self, n: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                (used == 0 || used + n <= self.max).then_some(used + n)
+            })
+            .is_ok()
+    }
+
+    pub(crate) fn give_back(&self, n: usize) {
+        self.used
+            .fetch_sub(n.min(self.used.load(Ordering::Acquire)), Ordering::AcqRel);
+    }
 }
 
 /// Состояние писателя, видимое снаружи (для `/readyz`).
@@ -129,6 +160,7 @@ struct Inner {
     /// и `cancel`, потому что клоны дескриптора могут жить у кого угодно.
     tx: mpsc::Sender<Queued>,
     capacity: usize,
+    budget: Arc<ByteBudget>,
     closed: AtomicBool,
     cancel: CancellationToken,
     state: Arc<WriterState>,
@@ -151,12 +183,25 @@ impl EventLogger {
         let (tx, rx) = mpsc::channel(capacity);
         let cancel = CancellationToken::new();
         let state = Arc::new(WriterState::default());
-        let worker = worker::Worker::new(store, config, rx, on_commit, cancel.clone(), state.clone());
+        let budget = Arc::new(ByteBudget {
+            used: AtomicUsize::new(0),
+            max: config.queue_bytes.max(1),
+        });
+        let worker = worker::Worker::new(
+            store,
+            config,
+            rx,
+            on_commit,
+            cancel.clone(),
+            state.clone(),
+            budget.clone(),
+        );
         let handle = tokio::spawn(worker.run());
         Self {
             inner: Arc::new(Inner {
                 tx,
                 capacity,
+                budget,
                 closed: AtomicBool::new(false),
                 cancel,
                 state,
@@ -171,13 +216,26 @@ impl EventLogger {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(LogError::Closed(Box::new(event)));
         }
-        match self.inner.tx.try_send(Queued { event, ack: None }) {
+        let bytes = event.approx_bytes();
+        if !self.inner.budget.try_take(bytes) {
+            metrics::counter!(m::EVENTS_DROPPED).increment(1);
+            return Err(LogError::QueueFull(Box::new(event)));
+        }
+        match self.inner.tx.try_send(Queued {
+            event,
+            bytes,
+            ack: None,
+        }) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(q)) => {
+                self.inner.budget.give_back(bytes);
                 metrics::counter!(m::EVENTS_DROPPED).increment(1);
                 Err(LogError::QueueFull(Box::new(q.event)))
             }
-            Err(mpsc::error::TrySendError::Closed(q)) => Err(LogError::Closed(Box::new(q.event))),
+            Err(mpsc::error::TrySendError::Closed(q)) => {
+                self.inner.budget.give_back(bytes);
+                Err(LogError::Closed(Box::new(q.event)))
+            }
         }
     }
 
@@ -195,18 +253,34 @@ impl EventLogger {
         if events.len() > self.inner.capacity {
             return Err(BatchError::QueueFull(events));
         }
+        let sizes: Vec<usize> = events.iter().map(NewEvent::approx_bytes).collect();
+        let total: usize = sizes.iter().sum();
+        if !self.inner.budget.try_take(total) {
+            return Err(BatchError::QueueFull(events));
+        }
         let permits = match self.inner.tx.try_reserve_many(events.len()) {
             Ok(p) => p,
-            Err(mpsc::error::TrySendError::Full(())) => return Err(BatchError::QueueFull(events)),
-            Err(mpsc::error::TrySendError::Closed(())) => return Err(BatchError::Closed(events)),
+            Err(e) => {
+                self.inner.budget.give_back(total);
+                return Err(match e {
+                    mpsc::error::TrySendError::Full(()) => BatchError::QueueFull(events),
+                    mpsc::error::TrySendError::Closed(()) => BatchError::Closed(events),
+                });
+            }
         };
-        for (permit, event) in permits.zip(events) {
+        for ((permit, event), bytes) in permits.zip(events).zip(sizes) {
             permit.send(Queued {
                 event,
+                bytes,
                 ack: Some(group.clone()),
             });
         }
         Ok(waiter)
+    }
+
+    /// Сколько байт (оценка) занимают события, ещё не записанные писателем.
+    pub fn queued_bytes(&self) -> usize {
+        self.inner.budget.used.load(Ordering::Acquire)
     }
 
     /// Сколько событий сейчас в очереди.

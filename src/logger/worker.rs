@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::ack::{AckGroup, Done};
-use super::{CommitHook, LoggerConfig, Queued, ShutdownReport, WriterState};
+use super::{ByteBudget, CommitHook, LoggerConfig, Queued, ShutdownReport, WriterState};
 use crate::metrics as m;
 use crate::model::NewEvent;
 use crate::storage::{InsertedRow, StorageError, Store};
@@ -59,6 +59,8 @@ struct Job {
     acks: Vec<Option<Arc<AckGroup>>>,
     /// Создан после начала остановки (для отчёта `drained`).
     after_cancel: bool,
+    /// Сколько байт бюджета очереди держат события пакета.
+    bytes: usize,
     /// Наибольший seq, записанный этим писателем до создания пакета (граница для
     /// восстановления после неоднозначной ошибки, когда номера не выдавались заранее).
     floor: i64,
@@ -90,6 +92,8 @@ pub(super) struct Worker {
     /// запрещает новые события, оставляя уже поставленные для дописывания.
     rx: mpsc::Receiver<Queued>,
     on_commit: Option<CommitHook>,
+    /// Бюджет очереди в байтах: писатель возвращает байты записанных пакетов.
+    budget: Arc<ByteBudget>,
     /// Собираемый пакет живёт здесь, а не в future сбора, чтобы сбор можно было
     /// прервать без потери уже вынутых из очереди событий.
     pending: Vec<Queued>,
@@ -113,6 +117,7 @@ impl Worker {
         on_commit: Option<CommitHook>,
         cancel: CancellationToken,
         state: Arc<WriterState>,
+        budget: Arc<ByteBudget>,
     ) -> Self {
         let reserve = store.is_postgres();
         let deadline = Arc::new(Deadline {
@@ -130,6 +135,7 @@ impl Worker {
             },
             rx,
             on_commit,
+            budget,
             pending: Vec::new(),
             flush_at: None,
             closing: false,
@@ -250,21 +256,23 @@ impl Worker {
     }
 
     fn take_job(&mut self) -> Job {
-        let (events, acks) = std::mem::take(&mut self.pending)
-            .into_iter()
-            .map(|q| (q.event, q.ack))
-            .unzip();
+        let pending = std::mem::take(&mut self.pending);
+        let bytes = pending.iter().map(|q| q.bytes).sum();
+        let (events, acks) = pending.into_iter().map(|q| (q.event, q.ack)).unzip();
         self.flush_at = None;
         Job {
             events,
             acks,
             after_cancel: self.closing,
+            bytes,
             floor: self.last_seq,
         }
     }
 
     /// Отмечает вставленное, будит читателя журнала и ожидающих, считает итоги пакета.
     fn finish(&mut self, mut out: Outcome) {
+        // Пакет больше не в памяти очереди (записан или потерян при остановке).
+        self.budget.give_back(out.job.bytes);
         let events = &out.job.events;
         if !out.inserted.is_empty() {
             // Повтор id внутри пакета: база вставила первое вхождение.
@@ -311,7 +319,9 @@ impl Worker {
     fn report(mut self) -> ShutdownReport {
         self.rx.close();
         self.lost += self.pending.len();
-        while self.rx.try_recv().is_ok() {
+        self.budget.give_back(self.pending.iter().map(|q| q.bytes).sum());
+        while let Ok(q) = self.rx.try_recv() {
+            self.budget.give_back(q.bytes);
             self.lost += 1;
         }
         metrics::gauge!(m::QUEUE_DEPTH).set(0.0);

@@ -13,6 +13,7 @@
 //! Зависит от `logger`, `storage` (журнал), `query` (фильтр и область),
 //! `redis_link` (пробуждение других экземпляров).
 
+mod live;
 mod tailer;
 mod wakeup;
 
@@ -23,9 +24,10 @@ use std::time::Duration;
 use chrono::Utc;
 use futures::Stream;
 use thiserror::Error;
-use tokio::sync::{Notify, broadcast, mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use live::{LiveReceiver, LiveRing, RecvError};
 pub use tailer::TailState;
 use tailer::{TailHealth, Tailer};
 
@@ -44,6 +46,9 @@ pub(crate) type Live = (LogPosition, Arc<Event>);
 /// Ёмкость живого буфера по умолчанию (событий). Подписчик, отставший больше чем
 /// на столько событий, получает LAGGED и может продолжить с `afterSeq`.
 pub const DEFAULT_LIVE_CAPACITY: usize = 16_384;
+
+/// Предел живого буфера по умолчанию в байтах (оценка памяти событий).
+pub const DEFAULT_LIVE_BYTES: usize = 64 * 1024 * 1024;
 
 /// Интервал опроса журнала по умолчанию: столько в худшем случае ждёт событие
 /// другого процесса, если уведомление о нём потерялось или их нет.
@@ -81,6 +86,8 @@ pub enum StreamError {
 pub struct StreamConfig {
     /// Ёмкость живого буфера, событий.
     pub live_capacity: usize,
+    /// Предел живого буфера, байт.
+    pub live_bytes: usize,
     /// Интервал опроса журнала.
     pub poll_interval: Duration,
     /// Слушать `NOTIFY eventlog_log` (PostgreSQL).
@@ -93,6 +100,7 @@ impl Default for StreamConfig {
     fn default() -> Self {
         Self {
             live_capacity: DEFAULT_LIVE_CAPACITY,
+            live_bytes: DEFAULT_LIVE_BYTES,
             poll_interval: DEFAULT_POLL_INTERVAL,
             listen_notify: true,
             redis: None,
@@ -110,9 +118,9 @@ struct Inner {
     logger: EventLogger,
     store: Store,
     config: StreamConfig,
-    /// Отправитель живых событий; его клон держит читатель журнала. Получатели
-    /// создаются в `subscribe` и живут, пока жив поток подписки.
-    live: broadcast::Sender<Live>,
+    /// Живой буфер: пишет читатель журнала, курсоры создаются в `subscribe` и
+    /// живут, пока жив поток подписки.
+    live: Arc<LiveRing>,
     /// Водяной знак читателя журнала; отправитель — у читателя.
     tail: watch::Receiver<TailState>,
     tail_tx: watch::Sender<TailState>,
@@ -154,7 +162,7 @@ impl StreamManager {
 
     /// Запускает писателя и читателя журнала с настройками слежения за журналом.
     pub fn start_with(store: Store, config: LoggerConfig, stream: StreamConfig) -> Self {
-        let (live, _) = broadcast::channel(stream.live_capacity.max(1));
+        let live = LiveRing::new(stream.live_capacity, stream.live_bytes);
         let (tail_tx, tail) = watch::channel(TailState {
             position: LogPosition::START,
             ready: false,
@@ -253,6 +261,11 @@ impl StreamManager {
     /// Сколько сейчас живых подписчиков.
     pub fn subscriber_count(&self) -> usize {
         self.inner.live.receiver_count()
+    }
+
+    /// Сколько байт сейчас занимает живой буфер (оценка).
+    pub fn live_buffer_bytes(&self) -> usize {
+        self.inner.live.bytes()
     }
 
     /// Водяной знак читателя журнала.
@@ -356,7 +369,7 @@ impl StreamManager {
 
 /// Подготовленная подписка: приёмник создан до чтения водяного знака.
 struct Prepared {
-    rx: broadcast::Receiver<Live>,
+    rx: LiveReceiver,
     tail: watch::Receiver<TailState>,
     at_call: TailState,
 }
@@ -424,8 +437,8 @@ impl Prepared {
                                 yield Ok(e);
                             }
                         }
-                        Err(broadcast::error::RecvError::Lagged(skipped)) => break skipped,
-                        Err(broadcast::error::RecvError::Closed) => return,
+                        Err(RecvError::Lagged(skipped)) => break skipped,
+                        Err(RecvError::Closed) => return,
                     }
                 };
                 // Буфер переполнился, пока догоняли историю: пропущенное уже в базе,

@@ -13,10 +13,10 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
-use tokio::sync::{Notify, broadcast, watch};
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::Live;
+use super::live::LiveRing;
 use crate::logger::backoff;
 use crate::metrics as m;
 use crate::storage::{LogPosition, Store};
@@ -47,7 +47,7 @@ pub(crate) struct TailHealth {
 /// получатели — у подписок. Завершается по `cancel`.
 pub(crate) struct Tailer {
     pub(crate) store: Store,
-    pub(crate) live: broadcast::Sender<Live>,
+    pub(crate) live: Arc<LiveRing>,
     pub(crate) state: watch::Sender<TailState>,
     pub(crate) health: Arc<TailHealth>,
     pub(crate) wake: Arc<Notify>,
@@ -57,6 +57,12 @@ pub(crate) struct Tailer {
 
 impl Tailer {
     pub(crate) async fn run(self) {
+        self.follow().await;
+        // Читатель остановлен: подписки дочитают буфер и закончатся.
+        self.live.close();
+    }
+
+    async fn follow(&self) {
         let mut position = match self.start_position().await {
             Some(p) => p,
             None => return,
@@ -137,10 +143,8 @@ impl Tailer {
                 self.state.send_modify(|s| s.position = *position);
                 metrics::counter!(m::LOG_EVENTS_READ).increment(n as u64);
             }
-            for entry in page {
-                // Нет подписчиков — не ошибка: событие в базе.
-                let _ = self.live.send((entry.position, Arc::new(entry.event)));
-            }
+            self.live
+                .push_all(page.into_iter().map(|e| (e.position, Arc::new(e.event))));
             if n < READ_PAGE {
                 return Ok(());
             }

@@ -429,3 +429,46 @@ async fn a_batch_larger_than_the_free_room_is_refused_whole(b: Backend) {
     assert_eq!(store.count_events().await.unwrap(), 10);
 }
 both!(a_batch_larger_than_the_free_room_is_refused_whole);
+
+async fn the_queue_is_bounded_in_bytes_as_well_as_in_events(b: Backend) {
+    let (_db, store) = migrated(&b).await;
+    // Писатель не пишет до остановки (таймер 30 с, пакет 1000): очередь держит всё.
+    let cfg = LoggerConfig {
+        flush_interval: Duration::from_secs(30),
+        queue_bytes: 64 * 1024,
+        ..Default::default()
+    };
+    let logger = EventLogger::start(store.clone(), cfg, None);
+    let p = Uuid::now_v7();
+    let big = |i: usize| {
+        NewEvent::new(Uuid::now_v7(), "u", p, EventType::TaskProgress)
+            .payload(json!({"i": i, "blob": "x".repeat(16 * 1024)}))
+    };
+    let mut accepted = 0;
+    let mut refused = None;
+    for i in 0..10 {
+        match logger.log_event(big(i)) {
+            Ok(()) => accepted += 1,
+            Err(LogError::QueueFull(e)) => {
+                refused = Some(e);
+                break;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    // 64 КиБ вмещают три события по ~16 КиБ, но не десять; отказ возвращает событие.
+    assert!((2..=4).contains(&accepted), "accepted {accepted}");
+    assert!(refused.is_some(), "the byte limit never refused an event");
+    assert!(logger.queued_bytes() <= 64 * 1024 + 20 * 1024);
+    assert!(logger.queue_depth() < 10);
+    // Пакет, который не влезает в байты, отвергается целиком.
+    let batch: Vec<_> = (0..4).map(big).collect();
+    assert!(
+        matches!(logger.log_batch(batch), Err(eventlog::logger::BatchError::QueueFull(b)) if b.len() == 4)
+    );
+    let report = logger.shutdown().await;
+    assert_eq!(report.lost, 0);
+    assert_eq!(logger.queued_bytes(), 0, "written events give their bytes back");
+    assert_eq!(store.count_events().await.unwrap(), accepted as i64);
+}
+both!(the_queue_is_bounded_in_bytes_as_well_as_in_events);

@@ -195,3 +195,45 @@ async fn a_replay_longer_than_the_live_buffer_still_catches_up(b: Backend) {
     stream.shutdown().await;
 }
 both!(a_replay_longer_than_the_live_buffer_still_catches_up);
+
+async fn the_live_buffer_is_bounded_in_bytes(b: Backend) {
+    let db = TestDb::new(&b).await;
+    let store = db.store().await;
+    store.migrate_up().await.unwrap();
+    let stream = StreamManager::start_with(
+        store.clone(),
+        LoggerConfig::default(),
+        eventlog::stream::StreamConfig {
+            live_capacity: 100_000,
+            live_bytes: 64 * 1024,
+            ..Default::default()
+        },
+    );
+    stream.sync_to_head().await.unwrap();
+    let project = Uuid::now_v7();
+    let scope = ReadScope {
+        project_id: project,
+        user_id: None,
+    };
+    let mut stalled = Box::pin(stream.subscribe(scope, EventFilter::default(), None));
+    let events: Vec<_> = (0..200)
+        .map(|i| {
+            NewEvent::new(Uuid::now_v7(), "u", project, EventType::TaskQueued)
+                .payload(json!({"i": i, "blob": "x".repeat(4096)}))
+        })
+        .collect();
+    stream.broadcast_events(events).unwrap().wait().await.unwrap();
+    stream.sync_to_head().await.unwrap();
+    // ~200 × 4 КиБ прошли через буфер, а держит он не больше 64 КиБ.
+    assert!(
+        stream.live_buffer_bytes() <= 64 * 1024,
+        "live buffer holds {} bytes",
+        stream.live_buffer_bytes()
+    );
+    match stalled.next().await {
+        Some(Err(StreamError::Lagged { skipped, .. })) => assert!(skipped > 150, "skipped {skipped}"),
+        other => panic!("expected LAGGED, got {other:?}"),
+    }
+    stream.shutdown().await;
+}
+both!(the_live_buffer_is_bounded_in_bytes);
