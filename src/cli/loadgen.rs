@@ -87,6 +87,10 @@ pub struct LoadgenArgs {
     /// умолчанию — сколько пакетов писатель держит в полёте).
     #[arg(long)]
     pub copy_connections: Option<usize>,
+    /// Для inprocess: ещё один ряд — EventLogger с выключенным триггером журнала
+    /// (цена журнала фиксаций; только для замера, база остаётся с триггером).
+    #[arg(long)]
+    pub compare_without_log_trigger: bool,
     /// Для live: параметры прогона.
     #[command(flatten)]
     pub live: super::livebench::LiveArgs,
@@ -180,6 +184,18 @@ pub(super) async fn truncate(store: &Store) -> Result<()> {
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
+}
+
+/// Включает или выключает триггер журнала (только для замера его цены).
+async fn set_log_trigger(store: &Store, on: bool) -> Result<()> {
+    let verb = if on { "ENABLE" } else { "DISABLE" };
+    store
+        .connection()
+        .execute_unprepared(&format!(
+            "ALTER TABLE event_logs {verb} TRIGGER event_logs_log_commit"
+        ))
+        .await?;
+    Ok(())
 }
 
 /// «Сырой» COPY тех же строк из `connections` параллельных соединений.
@@ -276,6 +292,7 @@ async fn inprocess(store: &Store, args: &LoadgenArgs) -> Result<()> {
         args.rounds
     );
     let mut copy_rates = Vec::new();
+    let mut bare_rates = Vec::new();
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); methods.len()];
     let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); methods.len()];
     let mut hist = Histogram::<u64>::new_with_bounds(1, 10_000_000_000, 3)?;
@@ -292,6 +309,20 @@ async fn inprocess(store: &Store, args: &LoadgenArgs) -> Result<()> {
                 run_logger(store, &events, *m, args.batch_size, args.in_flight, &mut hist).await?;
             round_rates.push(r);
         }
+        if args.compare_without_log_trigger {
+            set_log_trigger(store, false).await?;
+            let bare = run_logger(
+                store,
+                &events,
+                methods[0].0,
+                args.batch_size,
+                args.in_flight,
+                &mut hist,
+            )
+            .await;
+            set_log_trigger(store, true).await?;
+            bare_rates.push(bare?.0);
+        }
         if !copy_first {
             copy_rate = run_copy(store, &events, copy_connections).await?;
         }
@@ -306,7 +337,18 @@ async fn inprocess(store: &Store, args: &LoadgenArgs) -> Result<()> {
                 round_rates[i] / copy_rate
             );
         }
+        if let Some(b) = bare_rates.last() {
+            print!(", {} without the log trigger {b:.0} rows/s", methods[0].1);
+        }
         println!();
+    }
+    if !bare_rates.is_empty() {
+        println!(
+            "median EventLogger/{} without the log trigger: {:.0} rows/s (the log costs {:.1} %)",
+            methods[0].1,
+            median(bare_rates.clone()),
+            100.0 * (1.0 - median(rates[0].clone()) / median(bare_rates))
+        );
     }
     println!("median COPY: {:.0} rows/s", median(copy_rates));
     for (i, (_, name)) in methods.iter().enumerate() {
