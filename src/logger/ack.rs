@@ -43,13 +43,23 @@ impl CommitWaiter {
 /// Группа событий одного пакета. Держится каждым событием пакета в очереди;
 /// если писатель бросит события (остановка по сроку), отправитель пропадёт
 /// вместе с последней ссылкой, и ждущий получит [`CommitError::Lost`].
-#[derive(Debug)]
 pub(crate) struct AckGroup {
     remaining: AtomicUsize,
     inserted: AtomicUsize,
     duplicates: AtomicUsize,
     rejected: AtomicUsize,
     tx: Mutex<Option<oneshot::Sender<CommitOutcome>>>,
+    /// Что держится, пока события пакета в очереди или пишутся (например, доля
+    /// очереди вызывающего); освобождается вместе с последней ссылкой на группу.
+    _hold: Option<Box<dyn Send + Sync>>,
+}
+
+impl std::fmt::Debug for AckGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AckGroup")
+            .field("remaining", &self.remaining.load(Ordering::Relaxed))
+            .finish()
+    }
 }
 
 /// Чем закончилось одно событие.
@@ -61,7 +71,7 @@ pub(crate) enum Done {
 }
 
 impl AckGroup {
-    pub(crate) fn new(n: usize) -> (Arc<Self>, CommitWaiter) {
+    pub(crate) fn new(n: usize, hold: Option<Box<dyn Send + Sync>>) -> (Arc<Self>, CommitWaiter) {
         let (tx, rx) = oneshot::channel();
         let group = Arc::new(Self {
             remaining: AtomicUsize::new(n),
@@ -69,6 +79,7 @@ impl AckGroup {
             duplicates: AtomicUsize::new(0),
             rejected: AtomicUsize::new(0),
             tx: Mutex::new(Some(tx)),
+            _hold: hold,
         });
         if n == 0 {
             group.finish();

@@ -243,10 +243,21 @@ impl EventLogger {
     /// сразу, потом кладёт их. Возвращает [`CommitWaiter`], который дожидается
     /// фиксации всех событий пакета.
     pub fn log_batch(&self, events: Vec<NewEvent>) -> Result<CommitWaiter, BatchError> {
+        self.log_batch_holding(events, None)
+    }
+
+    /// Как [`EventLogger::log_batch`], но держит `hold`, пока последнее событие
+    /// пакета не записано (или не потеряно при остановке), даже если фиксации
+    /// никто не ждёт: так API считает долю очереди каждого вызывающего.
+    pub fn log_batch_holding(
+        &self,
+        events: Vec<NewEvent>,
+        hold: Option<Box<dyn Send + Sync>>,
+    ) -> Result<CommitWaiter, BatchError> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(BatchError::Closed(events));
         }
-        let (group, waiter) = AckGroup::new(events.len());
+        let (group, waiter) = AckGroup::new(events.len(), hold);
         if events.is_empty() {
             return Ok(waiter);
         }

@@ -248,6 +248,16 @@ impl StreamManager {
         self.inner.logger.log_batch(events)
     }
 
+    /// Как [`StreamManager::broadcast_events`], но `hold` держится, пока пакет в
+    /// очереди или пишется (см. [`EventLogger::log_batch_holding`]).
+    pub fn broadcast_events_holding(
+        &self,
+        events: Vec<NewEvent>,
+        hold: Box<dyn Send + Sync>,
+    ) -> Result<CommitWaiter, BatchError> {
+        self.inner.logger.log_batch_holding(events, Some(hold))
+    }
+
     /// Логгер (метрики очереди, здоровье писателя).
     pub fn logger(&self) -> &EventLogger {
         &self.inner.logger
@@ -339,7 +349,7 @@ impl StreamManager {
                 },
                 None => None,
             };
-            let inner = prepared.run(this.inner.store.clone(), scope, filter, after);
+            let inner = prepared.run(this.inner.store.clone(), scope, filter, after, None);
             for await item in inner {
                 yield item;
             }
@@ -347,13 +357,17 @@ impl StreamManager {
     }
 
     /// Подписка с уже найденной позицией продолжения (см. [`StreamManager::resume_position`]).
+    /// `replay_hold` держится, пока идёт повтор из базы (так API ограничивает число
+    /// одновременных повторов одного вызывающего), и отпускается при переходе к живым.
     pub fn subscribe_from(
         &self,
         scope: ReadScope,
         filter: EventFilter,
         after: Option<LogPosition>,
+        replay_hold: Option<Box<dyn Send + Sync>>,
     ) -> impl Stream<Item = Result<Arc<Event>, StreamError>> + Send + use<> {
-        self.prepare().run(self.inner.store.clone(), scope, filter, after)
+        self.prepare()
+            .run(self.inner.store.clone(), scope, filter, after, replay_hold)
     }
 
     /// Приёмник живого канала и водяной знак — строго в этом порядке и сразу при
@@ -383,6 +397,7 @@ impl Prepared {
         scope: ReadScope,
         filter: EventFilter,
         after: Option<LogPosition>,
+        replay_hold: Option<Box<dyn Send + Sync>>,
     ) -> impl Stream<Item = Result<Arc<Event>, StreamError>> + Send + use<> {
         let Prepared {
             mut rx,
@@ -404,6 +419,7 @@ impl Prepared {
             };
             let mut last = after.unwrap_or(start);
             let mut replay = after.is_some();
+            let mut replay_hold = replay_hold;
             let mut recoveries = 0;
             loop {
                 let replayed = replay;
@@ -422,6 +438,8 @@ impl Prepared {
                         if n < REPLAY_PAGE { break; }
                     }
                     last = last.max(upto);
+                    // Повтор окончен: доля вызывающего освобождается.
+                    drop(replay_hold.take());
                 }
                 let mut caught_up = false;
                 let lagged = loop {

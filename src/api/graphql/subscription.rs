@@ -56,7 +56,7 @@ impl EventSubscription {
             None => None,
         };
         let shared_scope = Arc::new(scope.clone());
-        let mut events = Box::pin(api.stream.subscribe_from(scope, filter, after));
+        let mut events = Box::pin(api.stream.subscribe_from(scope, filter, after, None));
         let expires_at = auth.expires_at;
         Ok(async_stream::stream! {
             let remaining = (expires_at - chrono::Utc::now()).to_std().unwrap_or_default();
