@@ -24,9 +24,24 @@ pub struct Settings {
     /// Секрет HS256 для JWT; без него сервер генерирует секрет на один запуск и печатает готовые токены.
     #[arg(long, env = "EVENTLOG_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<SecretString>,
-    /// URL Redis (необязательно; зарезервировано для раздачи между экземплярами).
+    /// URL Redis (необязательно): пробуждение читателей журнала на всех экземплярах
+    /// и общий кэш аналитики. Без него — `NOTIFY` (PostgreSQL), опрос и кэш в процессе.
     #[arg(long, env = "EVENTLOG_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// Префикс ключей и каналов Redis: несколько развёртываний делят один Redis.
+    #[arg(long, env = "EVENTLOG_REDIS_PREFIX", default_value = "eventlog:")]
+    pub redis_prefix: String,
+    /// Срок жизни записи кэша аналитики, секунд (0 — кэш выключен). Ограничивает
+    /// только срок жизни: ответ из кэша всегда точен.
+    #[arg(long, env = "EVENTLOG_ANALYTICS_CACHE_TTL", default_value_t = 300)]
+    pub analytics_cache_ttl: u64,
+    /// Интервал опроса журнала, мс: столько в худшем случае ждёт живое событие,
+    /// уведомление о котором потерялось.
+    #[arg(long, env = "EVENTLOG_LOG_POLL_MS", default_value_t = 100)]
+    pub log_poll_ms: u64,
+    /// Слушать `NOTIFY eventlog_log` на PostgreSQL (`false` — только опрос и Redis).
+    #[arg(long, env = "EVENTLOG_LOG_NOTIFY", default_value_t = true, action = clap::ArgAction::Set)]
+    pub log_notify: bool,
     /// Срок хранения событий, дней (0 — не удалять).
     #[arg(long, env = "EVENTLOG_RETENTION_DAYS", default_value_t = 90)]
     pub retention_days: u32,
@@ -60,6 +75,12 @@ pub struct Settings {
     /// Максимум соединений пула базы.
     #[arg(long, env = "EVENTLOG_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
+    /// Предел очереди писателя в байтах (оценка памяти событий); полная — BACKPRESSURE.
+    #[arg(long, env = "EVENTLOG_QUEUE_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub queue_bytes: usize,
+    /// Предел живого буфера подписок в байтах; отставший сильнее получает LAGGED.
+    #[arg(long, env = "EVENTLOG_LIVE_BUFFER_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub live_buffer_bytes: usize,
     /// Ёмкость живого буфера подписок, событий; отставший сильнее получает LAGGED.
     #[arg(long, env = "EVENTLOG_LIVE_BUFFER", default_value_t = 16_384)]
     pub live_buffer: usize,
@@ -98,7 +119,19 @@ pub struct Settings {
     /// записанные события одного вызывающего (JWT `sub`); сверх — RATE_LIMITED.
     #[arg(long, env = "EVENTLOG_QUEUE_SHARE_PER_TOKEN_PERCENT", default_value_t = 50)]
     pub queue_share_per_token_percent: u8,
+    /// Источники (origin) браузерных приложений, которым разрешены CORS и websocket,
+    /// через запятую; `*` — любой. Запросы без `Origin` (сервисы, скрипты) не затронуты.
+    #[arg(
+        long,
+        env = "EVENTLOG_CORS_ORIGINS",
+        value_delimiter = ',',
+        default_value = DEFAULT_CORS_ORIGINS
+    )]
+    pub cors_origins: Vec<String>,
 }
+
+/// Источники по умолчанию: dev-серверы примеров из `frontend-examples/`.
+pub const DEFAULT_CORS_ORIGINS: &str = "http://localhost:5173,http://127.0.0.1:5173";
 
 impl Settings {
     /// Настройки по умолчанию для базы `url` (для тестов и встраивания).
@@ -108,6 +141,10 @@ impl Settings {
             listen: "127.0.0.1:0".parse().expect("адрес корректен"),
             jwt_secret: None,
             redis_url: None,
+            redis_prefix: "eventlog:".into(),
+            analytics_cache_ttl: 300,
+            log_poll_ms: 100,
+            log_notify: true,
             retention_days: 90,
             batch_size: 1000,
             flush_interval_ms: 20,
@@ -120,6 +157,8 @@ impl Settings {
             shutdown_timeout_ms: 10_000,
             db_max_connections: 16,
             live_buffer: 16_384,
+            queue_bytes: 256 * 1024 * 1024,
+            live_buffer_bytes: 64 * 1024 * 1024,
             ws_init_timeout_ms: 10_000,
             sqlite_synchronous: SqliteDurability::Full,
             max_offset: 10_000,
@@ -130,6 +169,7 @@ impl Settings {
             max_page_bytes: 8 * 1024 * 1024,
             max_timeline_points: 20_000,
             queue_share_per_token_percent: 50,
+            cors_origins: DEFAULT_CORS_ORIGINS.split(',').map(str::to_owned).collect(),
         }
     }
 
@@ -139,6 +179,7 @@ impl Settings {
             batch_size: self.batch_size,
             flush_interval: Duration::from_millis(self.flush_interval_ms),
             queue_capacity: self.queue_capacity,
+            queue_bytes: self.queue_bytes,
             shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms),
             ..Default::default()
         }

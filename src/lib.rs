@@ -9,15 +9,20 @@
 //! - [`model`] — событие и правила его полей (без ввода-вывода).
 //! - [`query`] — фильтр, область доступа, курсоры: одно определение для SQL,
 //!   подписок, REST и GraphQL.
-//! - [`storage`] — PostgreSQL/SQLite: пакетная запись, страницы, аналитика.
+//! - [`storage`] — PostgreSQL/SQLite: пакетная запись, журнал (один порядок
+//!   событий для всех писателей базы), страницы, аналитика.
 //! - [`logger`] — [`EventLogger`]: неблокирующая ограниченная очередь и писатель.
-//! - [`stream`] — [`StreamManager`]: публикация после фиксации и подписки.
+//! - [`stream`] — [`StreamManager`]: читатель журнала на процесс и подписки.
+//! - [`redis_link`] — необязательный Redis: пробуждение экземпляров, общий кэш.
+//! - [`cache`] — точный кэш аналитики, ключ которого содержит голову журнала.
 //! - [`metrics`] — имена метрик и экспорт Prometheus.
 
+pub mod cache;
 pub mod logger;
 pub mod metrics;
 pub mod model;
 pub mod query;
+pub mod redis_link;
 pub mod storage;
 pub mod stream;
 

@@ -29,6 +29,13 @@ pub const SUBSCRIBERS: &str = "eventlog_subscribers";
 /// Длительность HTTP-запросов, секунды (метки `route`, `status`).
 pub const HTTP_REQUEST_DURATION: &str = "eventlog_http_request_duration_seconds";
 
+/// Попаданий в кэш аналитики (метка `tier`: `local` или `redis`).
+pub const CACHE_HITS: &str = "eventlog_analytics_cache_hits_total";
+/// Промахов кэша аналитики.
+pub const CACHE_MISSES: &str = "eventlog_analytics_cache_misses_total";
+/// Событий, прочитанных читателем журнала (всех писателей базы).
+pub const LOG_EVENTS_READ: &str = "eventlog_log_events_read_total";
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Как часто поток обслуживания сводит образцы гистограмм.
@@ -78,6 +85,8 @@ pub fn install() -> PrometheusHandle {
                 EVENTS_DROPPED,
                 EVENTS_REJECTED,
                 EVENTS_ID_CONFLICTS,
+                CACHE_MISSES,
+                LOG_EVENTS_READ,
             ] {
                 metrics::counter!(name).increment(0);
             }

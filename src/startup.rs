@@ -15,12 +15,15 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::api::{self, ApiContext, AppState};
-use crate::auth::JwtKeys;
+use crate::auth::{DevSecret, DevSecretError, JwtKeys, dev_secret};
+use crate::cache::AnalyticsCache;
 use crate::config::Settings;
 use crate::logger::ShutdownReport;
 use crate::query::{CursorCodec, Role};
+use crate::redis_link::RedisLink;
+use crate::storage::log::RETENTION_LOCK_KEY;
 use crate::storage::{PoolOptions, StorageError, Store};
-use crate::stream::StreamManager;
+use crate::stream::{StreamConfig, StreamManager};
 
 /// Ошибка запуска.
 #[derive(Debug, Error)]
@@ -28,17 +31,30 @@ pub enum StartupError {
     /// База недоступна или миграция не прошла.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// Неверный URL Redis.
+    #[error("invalid EVENTLOG_REDIS_URL: {0}")]
+    Redis(redis::RedisError),
     /// Не удалось занять адрес.
     #[error("cannot bind {0}: {1}")]
     Bind(std::net::SocketAddr, std::io::Error),
+    /// Файл секрета разработки не прочитан и не создан.
+    #[error(transparent)]
+    Secret(#[from] DevSecretError),
 }
+
+/// Пользователь, для которого печатается токен `user`: первый пользователь `eventlog demo`.
+pub const DEMO_USER: &str = "demo-user-1";
 
 /// Готовые токены демонстрационного проекта (когда секрет не задан).
 #[derive(Debug, Clone)]
 pub struct DemoTokens {
     /// Демонстрационный проект.
     pub project_id: Uuid,
-    /// Токен пользователя `demo-user`.
+    /// Файл, где хранится секрет (`None` — секрет только на этот запуск).
+    pub secret_file: Option<std::path::PathBuf>,
+    /// Файл секрета создан этим запуском.
+    pub secret_file_created: bool,
+    /// Токен пользователя [`DEMO_USER`].
     pub user: String,
     /// Токен администратора проекта.
     pub admin: String,
@@ -71,17 +87,50 @@ impl Application {
             store.migrate_up().await?;
         }
         let metrics = crate::metrics::install();
-        let (secret, generated) = match &settings.jwt_secret {
-            Some(s) => (s.expose_secret().as_bytes().to_vec(), false),
+        let (secret, demo) = match &settings.jwt_secret {
+            Some(s) => (s.expose_secret().as_bytes().to_vec(), None),
             None => {
-                let mut buf = [0u8; 32];
-                rand::rng().fill_bytes(&mut buf);
-                (buf.to_vec(), true)
+                let dev = match dev_secret::default_path(&settings.database_url) {
+                    Some(path) => Some(DevSecret::load_or_create(&path)?),
+                    None => None,
+                };
+                let (secret, project_id) = match &dev {
+                    Some(d) => (d.secret.clone(), d.demo_project_id),
+                    None => {
+                        // PostgreSQL или SQLite в памяти: положить файл некуда, секрет на один запуск.
+                        let mut buf = [0u8; 32];
+                        rand::rng().fill_bytes(&mut buf);
+                        (buf.to_vec(), Uuid::now_v7())
+                    }
+                };
+                let tokens = demo_tokens(&JwtKeys::new(&secret), project_id, dev.as_ref());
+                (secret, Some(tokens))
             }
         };
         let keys = JwtKeys::new(&secret);
-        let demo = generated.then(|| demo_tokens(&keys));
-        let stream = StreamManager::start(store.clone(), settings.logger_config(), settings.live_buffer);
+        let redis = match &settings.redis_url {
+            Some(url) => Some(RedisLink::new(url, &settings.redis_prefix).map_err(StartupError::Redis)?),
+            None => None,
+        };
+        let stream = StreamManager::start_with(
+            store.clone(),
+            settings.logger_config(),
+            StreamConfig {
+                live_capacity: settings.live_buffer,
+                live_bytes: settings.live_buffer_bytes,
+                poll_interval: Duration::from_millis(settings.log_poll_ms.max(1)),
+                listen_notify: settings.log_notify,
+                redis: redis.clone(),
+            },
+        );
+        // Экземпляр готов, когда его читатель журнала дочитал голову: иначе первые
+        // подписки и /readyz ждали бы его.
+        if tokio::time::timeout(Duration::from_secs(10), stream.sync_to_head())
+            .await
+            .is_err()
+        {
+            tracing::warn!("The log reader has not caught up yet; serving anyway.");
+        }
         let api_ctx = ApiContext {
             store: store.clone(),
             repo: crate::storage::EventRepository::new(store.clone()),
@@ -90,6 +139,7 @@ impl Application {
             limits: Arc::new(api::limits::ApiLimits::from_settings(&settings)),
             ws: Arc::default(),
             queue_shares: Arc::default(),
+            cache: AnalyticsCache::new(Duration::from_secs(settings.analytics_cache_ttl), redis),
         };
         let schema = api::graphql::build_schema(Some(api_ctx.clone()), !settings.disable_introspection);
         let listener = TcpListener::bind(settings.listen)
@@ -127,7 +177,8 @@ impl Application {
         self.cancel.clone()
     }
 
-    /// Готовые токены, если секрет сгенерирован на этот запуск.
+    /// Готовые токены, если `EVENTLOG_JWT_SECRET` не задан (секрет из файла
+    /// рядом с базой SQLite или сгенерирован на этот запуск).
     pub fn demo_tokens(&self) -> Option<&DemoTokens> {
         self.demo.as_ref()
     }
@@ -179,27 +230,40 @@ impl Application {
     }
 }
 
-fn demo_tokens(keys: &JwtKeys) -> DemoTokens {
-    let project_id = Uuid::now_v7();
+fn demo_tokens(keys: &JwtKeys, project_id: Uuid, dev: Option<&DevSecret>) -> DemoTokens {
     let ttl = chrono::Duration::hours(24);
     let mint = |sub: &str, role: Role, projects: Option<Vec<Uuid>>| {
         keys.mint(sub, role, projects, ttl).unwrap_or_default()
     };
     DemoTokens {
         project_id,
-        user: mint("demo-user", Role::User, Some(vec![project_id])),
+        secret_file: dev.map(|d| d.path.clone()),
+        secret_file_created: dev.is_some_and(|d| d.created),
+        user: mint(DEMO_USER, Role::User, Some(vec![project_id])),
         admin: mint("demo-admin", Role::Admin, Some(vec![project_id])),
         service: mint("demo-service", Role::Service, Some(vec![project_id])),
     }
 }
 
-/// Фоновая очистка: раз в час удаляет события старше срока порциями.
+/// Фоновая очистка: раз в час удаляет события старше срока порциями. На
+/// PostgreSQL работает один экземпляр за раз (advisory-замок); остальные в этот
+/// час пропускают очистку.
 async fn retention_loop(store: Store, days: u32, cancel: CancellationToken) {
     loop {
         let cutoff = chrono::Utc::now() - chrono::Duration::days(i64::from(days));
-        match store.purge_older_than(cutoff, 10_000).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(deleted = n, days, "Retention purge finished."),
+        let job = async {
+            let n = store.purge_older_than(cutoff, 10_000).await?;
+            // Сведения о фиксациях живут вдвое дольше событий: по ним находится
+            // позиция `afterSeq` уже удалённого события.
+            store
+                .prune_commits(cutoff - chrono::Duration::days(i64::from(days)))
+                .await?;
+            Ok(n)
+        };
+        match store.exclusively(RETENTION_LOCK_KEY, job).await {
+            Ok(Some(0)) => {}
+            Ok(Some(n)) => tracing::info!(deleted = n, days, "Retention purge finished."),
+            Ok(None) => tracing::debug!("Retention runs on another instance."),
             Err(e) => tracing::warn!(error = %e, "Retention purge failed; will retry."),
         }
         tokio::select! {

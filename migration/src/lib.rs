@@ -3,7 +3,9 @@
 //! `m20250101_000001_create_event_logs` создаёт таблицу событий `event_logs`,
 //! таблицу отказов `event_logs_rejected` и индексы SPEC §2;
 //! `m20250101_000002_add_query_indexes` — индексы под формы запросов API;
-//! `m20261204_000001_reject_out_of_range_dates` переносит строки с `created_at` вне
+//! `m20261204_000001_create_event_log` — журнал фиксаций (порядок событий для
+//! всех писателей) и головы проектов;
+//! `m20261204_000002_reject_out_of_range_dates` переносит строки с `created_at` вне
 //! [1970-01-01T00:00:00Z, сейчас + 5 минут] в таблицу отказов.
 //! `down` каждой миграции полностью отменяет её `up`.
 
@@ -11,9 +13,12 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20250101_000001_create_event_logs;
 mod m20250101_000002_add_query_indexes;
-mod m20261204_000001_reject_out_of_range_dates;
+mod m20261204_000001_create_event_log;
 
-pub use m20261204_000001_reject_out_of_range_dates::REASON as OUT_OF_RANGE_DATES_REASON;
+pub use m20261204_000001_create_event_log::LOG_LOCK_KEY;
+mod m20261204_000002_reject_out_of_range_dates;
+
+pub use m20261204_000002_reject_out_of_range_dates::REASON as OUT_OF_RANGE_DATES_REASON;
 
 /// Набор миграций eventlog по порядку применения.
 pub struct Migrator;
@@ -24,7 +29,8 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20250101_000001_create_event_logs::Migration),
             Box::new(m20250101_000002_add_query_indexes::Migration),
-            Box::new(m20261204_000001_reject_out_of_range_dates::Migration),
+            Box::new(m20261204_000001_create_event_log::Migration),
+            Box::new(m20261204_000002_reject_out_of_range_dates::Migration),
         ]
     }
 }

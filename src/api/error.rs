@@ -126,6 +126,7 @@ impl From<StreamError> for ApiError {
     fn from(e: StreamError) -> Self {
         match e {
             StreamError::Lagged { last_seq, .. } => ApiError::Lagged { last_seq },
+            e @ StreamError::UnknownSeq(_) => ApiError::bad_input("afterSeq", e),
             StreamError::Storage(e) => e.into(),
         }
     }

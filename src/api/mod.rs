@@ -4,6 +4,7 @@
 //! - [`rest`] — маршруты совместимости SPEC §6;
 //! - [`health`] — `/healthz`, `/readyz`, `/metrics`;
 //! - [`limits`] — пределы из настроек;
+//! - [`origin`] — CORS и проверка `Origin` websocket по `EVENTLOG_CORS_ORIGINS`;
 //! - [`reads`] — общий конвейер чтения (область, курсоры, пределы) для всех входов;
 //! - [`error`] — [`ApiError`](error::ApiError) и его вид для клиента.
 
@@ -11,6 +12,7 @@ pub mod error;
 pub mod graphql;
 pub mod health;
 pub mod limits;
+pub mod origin;
 pub mod reads;
 pub mod rest;
 
@@ -27,6 +29,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::JwtKeys;
+use crate::cache::AnalyticsCache;
 use crate::config::Settings;
 use crate::query::CursorCodec;
 use crate::storage::{EventRepository, Store};
@@ -50,6 +53,8 @@ pub struct ApiContext {
     pub ws: Arc<graphql::ws::WsRegistry>,
     /// Доли вызывающих в очереди записи.
     pub queue_shares: Arc<limits::QueueShares>,
+    /// Точный кэш аналитики.
+    pub cache: AnalyticsCache,
 }
 
 /// Состояние маршрутизатора.
@@ -74,12 +79,14 @@ pub struct AppState {
 /// Собирает маршрутизатор со всеми слоями.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.settings.body_limit;
+    let cors = origin::cors_layer(&state.settings.cors_origins);
     Router::new()
         .route(
             "/graphql",
             get(graphql::http::graphql_get).post(graphql::http::graphql_post),
         )
         .route("/graphql/ws", get(graphql::ws::graphql_ws))
+        .route("/graphiql/{file}", get(graphql::graphiql::asset))
         .route("/my/projects/{project_id}/events", get(rest::events))
         .route(
             "/my/projects/{project_id}/events/{session_id}",
@@ -94,6 +101,8 @@ pub fn router(state: AppState) -> Router {
         // Паника в обработчике — 500 без подробностей, а не оборванное соединение.
         .layer(CatchPanicLayer::new())
         .layer(TraceLayer::new_for_http())
+        // Снаружи всех: предварительный OPTIONS отвечается здесь, до маршрутизации (иначе 405).
+        .layer(cors)
         .with_state(state)
 }
 

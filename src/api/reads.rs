@@ -242,13 +242,36 @@ pub async fn analytics(
             return Err(timeline_too_long(max));
         }
     }
-    let a = ctx.repo.get_analytics(&scope, &filter, bucket).await?;
+    let a = analytics_cached(ctx, &scope, project_id, &filter, bucket).await?;
     // Без нижней границы число точек видно только по данным: ответ всё равно
     // ограничен, хотя база уже посчитала корзины.
     if a.timeline.len() as i64 > max {
         return Err(timeline_too_long(max));
     }
     Ok(a)
+}
+
+/// Аналитика через кэш (если он включён).
+async fn analytics_cached(
+    ctx: &ApiContext,
+    scope: &ReadScope,
+    project_id: Uuid,
+    filter: &EventFilter,
+    bucket: Bucket,
+) -> Result<Analytics, ApiError> {
+    if !ctx.cache.is_enabled() {
+        return Ok(ctx.repo.get_analytics(scope, filter, bucket).await?);
+    }
+    // Голова журнала проекта читается до расчёта: ответ не старше неё, поэтому
+    // под этим ключом он точен (см. `cache`).
+    let head = ctx.store.project_head(project_id).await?;
+    let key = ctx.cache.key(scope, filter, bucket, head);
+    if let Some(hit) = ctx.cache.get(&key).await {
+        return Ok(hit.as_ref().clone());
+    }
+    let fresh = ctx.repo.get_analytics(scope, filter, bucket).await?;
+    ctx.cache.put(key, std::sync::Arc::new(fresh.clone())).await;
+    Ok(fresh)
 }
 
 /// Ширина корзины, секунд.

@@ -6,8 +6,6 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use rand::RngCore;
-use secrecy::ExposeSecret;
 
 use eventlog::auth::JwtKeys;
 use eventlog::query::Role;
@@ -21,7 +19,8 @@ pub struct DemoArgs {
     /// База (та же, что у `serve`).
     #[arg(long, env = "EVENTLOG_DATABASE_URL", default_value = super::DEFAULT_DB)]
     pub database_url: String,
-    /// Секрет JWT сервера; без него генерируется и печатается вместе с токенами.
+    /// Секрет JWT сервера; без него берётся файл секрета рядом с базой SQLite (как у
+    /// `serve`), и первый проект демо — демонстрационный проект из этого файла.
     #[arg(long, env = "EVENTLOG_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<secrecy::SecretString>,
     /// Длительность.
@@ -39,6 +38,9 @@ pub struct DemoArgs {
     /// Проектов.
     #[arg(long, default_value_t = 2)]
     pub projects: usize,
+    /// Писать в этот проект (можно несколько раз) вместо сгенерированных.
+    #[arg(long = "project")]
+    pub project: Vec<uuid::Uuid>,
     /// Параллельных сессий.
     #[arg(long, default_value_t = 4)]
     pub sessions: usize,
@@ -55,6 +57,7 @@ pub struct DemoArgs {
 
 /// Запуск демо.
 pub async fn run(args: DemoArgs) -> Result<()> {
+    let (secret, dev) = super::resolve_secret(args.jwt_secret.as_ref(), &args.database_url)?;
     let store = Store::connect(&args.database_url, PoolOptions::default())
         .await
         .context("while connecting to the database")?;
@@ -63,6 +66,8 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let cfg = DemoConfig {
         users: args.users,
         projects: args.projects,
+        project_ids: args.project.clone(),
+        first_project: dev.as_ref().map(|d| d.demo_project_id),
         sessions: args.sessions,
         rate: args.rate,
         duration: *args.duration,
@@ -103,15 +108,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     if !missing.is_empty() {
         println!("  (not seen in this run: {missing:?})");
     }
-    let (secret, generated) = match &args.jwt_secret {
-        Some(s) => (s.expose_secret().to_owned(), false),
-        None => {
-            let mut b = [0u8; 24];
-            rand::rng().fill_bytes(&mut b);
-            (b.iter().map(|x| format!("{x:02x}")).collect::<String>(), true)
-        }
-    };
-    let keys = JwtKeys::new(secret.as_bytes());
+    let keys = JwtKeys::new(&secret);
     let ttl = chrono::Duration::hours(24);
     println!("\nprojects and ready tokens (24h):");
     for p in &report.projects {
@@ -127,11 +124,14 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             keys.mint(u, Role::User, Some(report.projects.clone()), ttl)?
         );
     }
-    if generated {
-        println!("\nThese tokens are signed with a generated secret. Start the server with it:");
+    if let Some(d) = dev {
         println!(
-            "  EVENTLOG_JWT_SECRET={secret} EVENTLOG_DATABASE_URL='{}' eventlog serve",
-            args.database_url
+            "\nThese tokens are signed with the secret in {} (mode 0600), which `eventlog serve` on the same database uses too;",
+            d.path.display()
+        );
+        println!(
+            "the first project is the demo project {} whose tokens `serve` prints.",
+            d.demo_project_id
         );
     }
     Ok(())

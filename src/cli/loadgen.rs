@@ -3,6 +3,8 @@
 //! - `--target inprocess`: строки в секунду через EventLogger в PostgreSQL рядом с «сырым»
 //!   COPY тех же строк в ту же таблицу (в одном прогоне, порядок чередуется), плюс
 //!   задержка `log_event` p50/p99.
+//! - `--target live`: несколько процессов `eventlog serve` на одной базе, задержка
+//!   от подтверждения приёма до подписчика (см. [`super::livebench`]).
 //! - `--target reads`: засевает N строк и меряет страницу из 50 строк с фильтром и
 //!   аналитику проекта за 7 дней (p50/p95), печатает планы EXPLAIN.
 //! - `--target sqlite-sync`: SQLite, EventLogger при `synchronous=FULL` и `NORMAL`.
@@ -34,6 +36,8 @@ pub enum Target {
     Reads,
     /// SQLite: EventLogger с `synchronous=FULL` против `NORMAL` (цена долговечности).
     SqliteSync,
+    /// Задержка «подтверждение → подписчик» на нескольких экземплярах сервера.
+    Live,
 }
 
 /// Способ записи для `inprocess`.
@@ -82,6 +86,17 @@ pub struct LoadgenArgs {
     /// Для reads: сколько раз выполнить каждый запрос.
     #[arg(long, default_value_t = 50)]
     pub iterations: usize,
+    /// Для inprocess: сколько параллельных соединений у базового COPY (по
+    /// умолчанию — сколько пакетов писатель держит в полёте).
+    #[arg(long)]
+    pub copy_connections: Option<usize>,
+    /// Для inprocess: ещё один ряд — EventLogger с выключенным триггером журнала
+    /// (цена журнала фиксаций; только для замера, база остаётся с триггером).
+    #[arg(long)]
+    pub compare_without_log_trigger: bool,
+    /// Для live: параметры прогона.
+    #[command(flatten)]
+    pub live: super::livebench::LiveArgs,
 }
 
 /// Запуск.
@@ -103,6 +118,7 @@ pub async fn run(args: LoadgenArgs) -> Result<()> {
         Target::Inprocess => inprocess(&store, &args).await,
         Target::Reads => reads(&store, &args).await,
         Target::SqliteSync => sqlite_sync(&args).await,
+        Target::Live => super::livebench::run(&store, &args.database_url, &args.live).await,
     }
 }
 
@@ -166,7 +182,7 @@ fn generate(rng: &mut StdRng, n: usize, projects: &[Uuid]) -> Vec<NewEvent> {
         .collect()
 }
 
-async fn truncate(store: &Store) -> Result<()> {
+pub(super) async fn truncate(store: &Store) -> Result<()> {
     if !store.is_postgres() {
         store
             .connection()
@@ -176,7 +192,7 @@ async fn truncate(store: &Store) -> Result<()> {
     }
     store
         .connection()
-        .execute_unprepared("TRUNCATE event_logs RESTART IDENTITY")
+        .execute_unprepared("TRUNCATE event_logs, event_log_commits, event_log_heads RESTART IDENTITY")
         .await?;
     store.connection().execute_unprepared("CHECKPOINT").await.ok();
     Ok(())
@@ -187,10 +203,28 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-async fn run_copy(store: &Store, events: &[NewEvent]) -> Result<f64> {
+/// Включает или выключает триггер журнала (только для замера его цены).
+async fn set_log_trigger(store: &Store, on: bool) -> Result<()> {
+    let verb = if on { "ENABLE" } else { "DISABLE" };
+    store
+        .connection()
+        .execute_unprepared(&format!(
+            "ALTER TABLE event_logs {verb} TRIGGER event_logs_log_commit"
+        ))
+        .await?;
+    Ok(())
+}
+
+/// «Сырой» COPY тех же строк из `connections` параллельных соединений.
+async fn run_copy(store: &Store, events: &[NewEvent], connections: usize) -> Result<f64> {
     truncate(store).await?;
     let started = Instant::now();
-    let n = store.copy_raw(events).await?;
+    let chunk = events.len().div_ceil(connections.max(1));
+    let parts = events
+        .chunks(chunk)
+        .map(|part| store.copy_raw(part))
+        .collect::<Vec<_>>();
+    let n: u64 = futures::future::try_join_all(parts).await?.into_iter().sum();
     let secs = started.elapsed().as_secs_f64();
     anyhow::ensure!(n as usize == events.len(), "COPY wrote {n} rows");
     Ok(events.len() as f64 / secs)
@@ -269,14 +303,16 @@ async fn inprocess(store: &Store, args: &LoadgenArgs) -> Result<()> {
             (PgWriteMethod::MultiRow, "multi-row"),
         ],
     };
+    let copy_connections = args.copy_connections.unwrap_or(args.in_flight);
     println!(
-        "inprocess: {} rows/run, avg payload {avg_payload} B, batch {}, {} in flight, {} rounds",
+        "inprocess: {} rows/run, avg payload {avg_payload} B, batch {}, {} in flight, COPY from {copy_connections} connections, {} rounds",
         events.len(),
         args.batch_size,
         args.in_flight,
         args.rounds
     );
     let mut copy_rates = Vec::new();
+    let mut bare_rates = Vec::new();
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); methods.len()];
     let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); methods.len()];
     let mut hist = Histogram::<u64>::new_with_bounds(1, 10_000_000_000, 3)?;
@@ -285,7 +321,7 @@ async fn inprocess(store: &Store, args: &LoadgenArgs) -> Result<()> {
         let copy_first = round % 2 == 0;
         let mut copy_rate = 0.0;
         if copy_first {
-            copy_rate = run_copy(store, &events).await?;
+            copy_rate = run_copy(store, &events, copy_connections).await?;
         }
         let mut round_rates = Vec::new();
         for (m, _) in &methods {
@@ -293,8 +329,22 @@ async fn inprocess(store: &Store, args: &LoadgenArgs) -> Result<()> {
                 run_logger(store, &events, *m, args.batch_size, args.in_flight, &mut hist).await?;
             round_rates.push(r);
         }
+        if args.compare_without_log_trigger {
+            set_log_trigger(store, false).await?;
+            let bare = run_logger(
+                store,
+                &events,
+                methods[0].0,
+                args.batch_size,
+                args.in_flight,
+                &mut hist,
+            )
+            .await;
+            set_log_trigger(store, true).await?;
+            bare_rates.push(bare?.0);
+        }
         if !copy_first {
-            copy_rate = run_copy(store, &events).await?;
+            copy_rate = run_copy(store, &events, copy_connections).await?;
         }
         copy_rates.push(copy_rate);
         print!("round {}: COPY {:.0} rows/s", round + 1, copy_rate);
@@ -307,7 +357,18 @@ async fn inprocess(store: &Store, args: &LoadgenArgs) -> Result<()> {
                 round_rates[i] / copy_rate
             );
         }
+        if let Some(b) = bare_rates.last() {
+            print!(", {} without the log trigger {b:.0} rows/s", methods[0].1);
+        }
         println!();
+    }
+    if !bare_rates.is_empty() {
+        println!(
+            "median EventLogger/{} without the log trigger: {:.0} rows/s (the log costs {:.1} %)",
+            methods[0].1,
+            median(bare_rates.clone()),
+            100.0 * (1.0 - median(rates[0].clone()) / median(bare_rates))
+        );
     }
     println!("median COPY: {:.0} rows/s", median(copy_rates));
     for (i, (_, name)) in methods.iter().enumerate() {

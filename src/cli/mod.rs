@@ -2,6 +2,7 @@
 //! ошибки оборачиваются `anyhow` с контекстом.
 
 pub mod demo;
+pub mod livebench;
 pub mod loadgen;
 
 use std::path::PathBuf;
@@ -12,7 +13,7 @@ use migration::{Migrator, MigratorTrait};
 use secrecy::ExposeSecret;
 use uuid::Uuid;
 
-use eventlog::auth::JwtKeys;
+use eventlog::auth::{DevSecret, JwtKeys, dev_secret};
 use eventlog::config::Settings;
 use eventlog::query::Role;
 use eventlog::startup::{Application, shutdown_signal};
@@ -31,9 +32,23 @@ pub async fn run_serve(settings: Settings) -> Result<()> {
     println!("  GraphiQL:  http://{}:{port}/graphql", settings.listen.ip());
     if let Some(t) = app.demo_tokens() {
         println!();
-        println!("No EVENTLOG_JWT_SECRET set: generated a secret for this run. Ready tokens (24h):");
+        match &t.secret_file {
+            Some(path) => println!(
+                "No EVENTLOG_JWT_SECRET set: using the secret {} {} (mode 0600; `demo` and `token` use it too).",
+                if t.secret_file_created {
+                    "generated into"
+                } else {
+                    "kept in"
+                },
+                path.display()
+            ),
+            None => println!(
+                "No EVENTLOG_JWT_SECRET set: generated a secret for this run only (no SQLite file to keep it beside)."
+            ),
+        }
+        println!("Ready tokens (24h):");
         println!("  demo project id: {}", t.project_id);
-        println!("  user  (demo-user):    {}", t.user);
+        println!("  user  ({}):  {}", eventlog::startup::DEMO_USER, t.user);
         println!("  admin (demo-admin):   {}", t.admin);
         println!("  service (demo-service): {}", t.service);
         println!("Paste into GraphiQL headers as {{\"Authorization\": \"Bearer <token>\"}}.");
@@ -124,16 +139,33 @@ pub struct TokenArgs {
     /// Срок действия, например 24h, 30m, 7d.
     #[arg(long, default_value = "24h")]
     pub ttl: humantime::Duration,
-    /// Секрет.
+    /// Секрет; без него берётся файл секрета рядом с базой SQLite (как у `serve`).
     #[arg(long, env = "EVENTLOG_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<secrecy::SecretString>,
+    /// База, рядом с которой лежит файл секрета (та же, что у `serve`).
+    #[arg(long, env = "EVENTLOG_DATABASE_URL", default_value = DEFAULT_DB)]
+    pub database_url: String,
+}
+
+/// Секрет JWT для `token` и `demo`: `EVENTLOG_JWT_SECRET`, иначе файл секрета рядом
+/// с базой SQLite (создаётся, если его нет). Второе значение — файл, если он взят.
+pub fn resolve_secret(
+    explicit: Option<&secrecy::SecretString>,
+    database_url: &str,
+) -> Result<(Vec<u8>, Option<DevSecret>)> {
+    if let Some(s) = explicit {
+        return Ok((s.expose_secret().as_bytes().to_vec(), None));
+    }
+    let path = dev_secret::default_path(database_url).context(
+        "EVENTLOG_JWT_SECRET (or --jwt-secret) is required: the database is not a SQLite file to keep a secret beside",
+    )?;
+    let dev = DevSecret::load_or_create(&path).context("while reading the secret file")?;
+    Ok((dev.secret.clone(), Some(dev)))
 }
 
 /// `eventlog token --sub ID --role ROLE [--project UUID]... [--ttl 24h]`.
 pub fn run_token(args: TokenArgs) -> Result<()> {
-    let secret = args
-        .jwt_secret
-        .context("EVENTLOG_JWT_SECRET (or --jwt-secret) is required to mint tokens")?;
+    let (secret, dev) = resolve_secret(args.jwt_secret.as_ref(), &args.database_url)?;
     let role = match args.role.as_str() {
         "user" => Role::User,
         "admin" => Role::Admin,
@@ -148,7 +180,10 @@ pub fn run_token(args: TokenArgs) -> Result<()> {
     }
     let projects = (!args.projects.is_empty()).then_some(args.projects);
     let ttl = chrono::Duration::from_std(*args.ttl).context("--ttl: out of range")?;
-    let keys = JwtKeys::new(secret.expose_secret().as_bytes());
+    let keys = JwtKeys::new(&secret);
+    if let Some(d) = dev {
+        eprintln!("signed with the secret in {}", d.path.display());
+    }
     println!("{}", keys.mint(&args.sub, role, projects, ttl)?);
     Ok(())
 }

@@ -46,7 +46,6 @@ impl CommitWaiter {
 /// Группа событий одного пакета. Держится каждым событием пакета в очереди;
 /// если писатель бросит события (остановка по сроку), отправитель пропадёт
 /// вместе с последней ссылкой, и ждущий получит [`CommitError::Lost`].
-#[derive(Debug)]
 pub(crate) struct AckGroup {
     remaining: AtomicUsize,
     inserted: AtomicUsize,
@@ -54,6 +53,17 @@ pub(crate) struct AckGroup {
     rejected: AtomicUsize,
     conflicts: AtomicUsize,
     tx: Mutex<Option<oneshot::Sender<CommitOutcome>>>,
+    /// Что держится, пока события пакета в очереди или пишутся (например, доля
+    /// очереди вызывающего); освобождается вместе с последней ссылкой на группу.
+    _hold: Option<Box<dyn Send + Sync>>,
+}
+
+impl std::fmt::Debug for AckGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AckGroup")
+            .field("remaining", &self.remaining.load(Ordering::Relaxed))
+            .finish()
+    }
 }
 
 /// Чем закончилось одно событие.
@@ -67,7 +77,7 @@ pub(crate) enum Done {
 }
 
 impl AckGroup {
-    pub(crate) fn new(n: usize) -> (Arc<Self>, CommitWaiter) {
+    pub(crate) fn new(n: usize, hold: Option<Box<dyn Send + Sync>>) -> (Arc<Self>, CommitWaiter) {
         let (tx, rx) = oneshot::channel();
         let group = Arc::new(Self {
             remaining: AtomicUsize::new(n),
@@ -76,6 +86,7 @@ impl AckGroup {
             rejected: AtomicUsize::new(0),
             conflicts: AtomicUsize::new(0),
             tx: Mutex::new(Some(tx)),
+            _hold: hold,
         });
         if n == 0 {
             group.finish();

@@ -13,21 +13,22 @@ mod ack;
 mod worker;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
 use thiserror::Error;
-use tokio::sync::{Mutex, mpsc, watch};
+use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use ack::AckGroup;
 pub use ack::{CommitError, CommitOutcome, CommitWaiter};
+pub(crate) use worker::backoff;
 
 use crate::metrics as m;
 use crate::model::validation::check_created_at;
-use crate::model::{Event, NewEvent, ValidationError};
+use crate::model::{NewEvent, ValidationError};
 use crate::storage::Store;
 
 /// Настройки писателя.
@@ -39,6 +40,8 @@ pub struct LoggerConfig {
     pub flush_interval: Duration,
     /// Ёмкость очереди, событий (по умолчанию 65 536).
     pub queue_capacity: usize,
+    /// Предел очереди в байтах (оценка памяти событий; по умолчанию 256 МиБ).
+    pub queue_bytes: usize,
     /// Срок дописывания очереди при остановке (по умолчанию 10 с).
     pub shutdown_timeout: Duration,
     /// Первая задержка повтора (100 мс).
@@ -59,6 +62,7 @@ impl Default for LoggerConfig {
             batch_size: 1000,
             flush_interval: Duration::from_millis(20),
             queue_capacity: 65_536,
+            queue_bytes: 256 * 1024 * 1024,
             shutdown_timeout: Duration::from_secs(10),
             retry_base: Duration::from_millis(100),
             retry_cap: Duration::from_secs(10),
@@ -103,17 +107,6 @@ pub enum BatchError {
     Invalid(Vec<NewEvent>, ValidationError),
 }
 
-/// Водяной знак публикации. Пока писатель не прочитал базу, оба поля −1.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Watermark {
-    /// Наибольший seq в базе, когда писатель начал работу: всё, что он опубликует,
-    /// будет выше.
-    pub initial: i64,
-    /// Наибольший опубликованный seq: всё не выше него зафиксировано и отдано
-    /// крюку фиксации.
-    pub current: i64,
-}
-
 /// Что осталось после остановки.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ShutdownReport {
@@ -123,14 +116,43 @@ pub struct ShutdownReport {
     pub lost: usize,
 }
 
-/// Функция, которую писатель вызывает после фиксации пакета со вставленными
-/// событиями в порядке `seq` (так `StreamManager` публикует их подписчикам).
-pub type CommitHook = Arc<dyn Fn(&[Arc<Event>]) + Send + Sync>;
+/// Функция, которую писатель вызывает после фиксации пакета с числом
+/// вставленных строк (так `StreamManager` будит читателя журнала). Сами события
+/// подписчики получают из журнала базы, а не отсюда.
+pub type CommitHook = Arc<dyn Fn(usize) + Send + Sync>;
 
-/// Элемент очереди: событие и (необязательно) группа ожидания фиксации.
+/// Элемент очереди: событие, его оценка в байтах и (необязательно) группа
+/// ожидания фиксации.
 pub(crate) struct Queued {
     pub(crate) event: NewEvent,
+    pub(crate) bytes: usize,
     pub(crate) ack: Option<Arc<AckGroup>>,
+}
+
+/// Бюджет очереди в байтах: сколько памяти занимают события, ещё не записанные
+/// писателем. Резервирует `log_event`/`log_batch`, возвращает писатель, когда
+/// пакет записан (или событие потеряно при остановке).
+#[derive(Debug)]
+pub(crate) struct ByteBudget {
+    used: AtomicUsize,
+    max: usize,
+}
+
+impl ByteBudget {
+    /// Резервирует `n` байт; при пустой очереди берёт и событие больше предела,
+    /// иначе одно крупное событие никогда бы не прошло.
+    fn try_take(&self, n: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                (used == 0 || used + n <= self.max).then_some(used + n)
+            })
+            .is_ok()
+    }
+
+    pub(crate) fn give_back(&self, n: usize) {
+        self.used
+            .fetch_sub(n.min(self.used.load(Ordering::Acquire)), Ordering::AcqRel);
+    }
 }
 
 /// Состояние писателя, видимое снаружи (для `/readyz`).
@@ -209,11 +231,10 @@ struct Inner {
     /// и `cancel`, потому что клоны дескриптора могут жить у кого угодно.
     tx: mpsc::Sender<Queued>,
     capacity: usize,
+    budget: Arc<ByteBudget>,
     closed: AtomicBool,
     cancel: CancellationToken,
     state: Arc<WriterState>,
-    /// Водяной знак опубликованного seq.
-    published: watch::Receiver<Watermark>,
     worker: Mutex<Option<JoinHandle<ShutdownReport>>>,
 }
 
@@ -233,9 +254,9 @@ impl EventLogger {
         let (tx, rx) = mpsc::channel(capacity);
         let cancel = CancellationToken::new();
         let state = Arc::new(WriterState::default());
-        let (published_tx, published) = watch::channel(Watermark {
-            initial: -1,
-            current: -1,
+        let budget = Arc::new(ByteBudget {
+            used: AtomicUsize::new(0),
+            max: config.queue_bytes.max(1),
         });
         let worker = worker::Worker::new(
             store,
@@ -244,17 +265,17 @@ impl EventLogger {
             on_commit,
             cancel.clone(),
             state.clone(),
-            published_tx,
+            budget.clone(),
         );
         let handle = tokio::spawn(worker.run());
         Self {
             inner: Arc::new(Inner {
                 tx,
                 capacity,
+                budget,
                 closed: AtomicBool::new(false),
                 cancel,
                 state,
-                published,
                 worker: Mutex::new(Some(handle)),
             }),
         }
@@ -278,13 +299,26 @@ impl EventLogger {
                 error,
             });
         }
-        match self.inner.tx.try_send(Queued { event, ack: None }) {
+        let bytes = event.approx_bytes();
+        if !self.inner.budget.try_take(bytes) {
+            metrics::counter!(m::EVENTS_DROPPED).increment(1);
+            return Err(LogError::QueueFull(Box::new(event)));
+        }
+        match self.inner.tx.try_send(Queued {
+            event,
+            bytes,
+            ack: None,
+        }) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(q)) => {
+                self.inner.budget.give_back(bytes);
                 metrics::counter!(m::EVENTS_DROPPED).increment(1);
                 Err(LogError::QueueFull(Box::new(q.event)))
             }
-            Err(mpsc::error::TrySendError::Closed(q)) => Err(LogError::Closed(Box::new(q.event))),
+            Err(mpsc::error::TrySendError::Closed(q)) => {
+                self.inner.budget.give_back(bytes);
+                Err(LogError::Closed(Box::new(q.event)))
+            }
         }
     }
 
@@ -292,6 +326,17 @@ impl EventLogger {
     /// сразу, потом кладёт их. Возвращает [`CommitWaiter`], который дожидается
     /// фиксации всех событий пакета.
     pub fn log_batch(&self, events: Vec<NewEvent>) -> Result<CommitWaiter, BatchError> {
+        self.log_batch_holding(events, None)
+    }
+
+    /// Как [`EventLogger::log_batch`], но держит `hold`, пока последнее событие
+    /// пакета не записано (или не потеряно при остановке), даже если фиксации
+    /// никто не ждёт: так API считает долю очереди каждого вызывающего.
+    pub fn log_batch_holding(
+        &self,
+        events: Vec<NewEvent>,
+        hold: Option<Box<dyn Send + Sync>>,
+    ) -> Result<CommitWaiter, BatchError> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(BatchError::Closed(events));
         }
@@ -303,31 +348,41 @@ impl EventLogger {
         }) {
             return Err(BatchError::Invalid(events, error));
         }
-        let (group, waiter) = AckGroup::new(events.len());
+        let (group, waiter) = AckGroup::new(events.len(), hold);
         if events.is_empty() {
             return Ok(waiter);
         }
         if events.len() > self.inner.capacity {
             return Err(BatchError::QueueFull(events));
         }
+        let sizes: Vec<usize> = events.iter().map(NewEvent::approx_bytes).collect();
+        let total: usize = sizes.iter().sum();
+        if !self.inner.budget.try_take(total) {
+            return Err(BatchError::QueueFull(events));
+        }
         let permits = match self.inner.tx.try_reserve_many(events.len()) {
             Ok(p) => p,
-            Err(mpsc::error::TrySendError::Full(())) => return Err(BatchError::QueueFull(events)),
-            Err(mpsc::error::TrySendError::Closed(())) => return Err(BatchError::Closed(events)),
+            Err(e) => {
+                self.inner.budget.give_back(total);
+                return Err(match e {
+                    mpsc::error::TrySendError::Full(()) => BatchError::QueueFull(events),
+                    mpsc::error::TrySendError::Closed(()) => BatchError::Closed(events),
+                });
+            }
         };
-        for (permit, event) in permits.zip(events) {
+        for ((permit, event), bytes) in permits.zip(events).zip(sizes) {
             permit.send(Queued {
                 event,
+                bytes,
                 ack: Some(group.clone()),
             });
         }
         Ok(waiter)
     }
 
-    /// Водяной знак: всё с seq не выше `current` зафиксировано и уже отдано крюку
-    /// фиксации; `initial` — наибольший seq базы при старте писателя.
-    pub fn published_seq(&self) -> watch::Receiver<Watermark> {
-        self.inner.published.clone()
+    /// Сколько байт (оценка) занимают события, ещё не записанные писателем.
+    pub fn queued_bytes(&self) -> usize {
+        self.inner.budget.used.load(Ordering::Acquire)
     }
 
     /// Сколько событий сейчас в очереди.

@@ -3,27 +3,27 @@
 //! отвергнутые строки, публикует зафиксированное строго по порядку seq и при
 //! остановке дописывает очередь в пределах срока.
 //!
-//! Порядок при нескольких пакетах в полёте: каждый пакет до вставки получает
+//! Номера при нескольких пакетах в полёте: каждый пакет до вставки получает
 //! номера seq из последовательности базы (`Store::reserve_seqs`), и получает их
 //! строго в порядке очереди (цепочка oneshot); поэтому номера пакета k меньше
-//! номеров пакета k+1. Результаты забираются из `FuturesOrdered` в том же порядке,
-//! и публикация идёт по возрастанию seq. Водяной знак опубликованного
-//! (`published`) говорит подпискам, до какого seq всё уже зафиксировано.
+//! номеров пакета k+1, а события пакета идут в порядке ввода. Порядок доставки
+//! подписчикам задаёт журнал базы (порядок фиксаций), а не этот процесс: после
+//! фиксации писатель только будит читателя журнала крюком `on_commit`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use rand::Rng;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::ack::{AckGroup, Done};
-use super::{CommitHook, Failing, LoggerConfig, Queued, ShutdownReport, Watermark, WriterState};
+use super::{ByteBudget, CommitHook, Failing, LoggerConfig, Queued, ShutdownReport, WriterState};
 use crate::metrics as m;
 use crate::model::NewEvent;
 use crate::storage::{InsertedRow, RowOwner, StorageError, Store};
@@ -61,8 +61,10 @@ struct Job {
     acks: Vec<Option<Arc<AckGroup>>>,
     /// Создан после начала остановки (для отчёта `drained`).
     after_cancel: bool,
-    /// Опубликованный seq на момент создания (при одном пакете в полёте — граница
-    /// для восстановления после неоднозначной ошибки, когда номера не выдавались заранее).
+    /// Сколько байт бюджета очереди держат события пакета.
+    bytes: usize,
+    /// Наибольший seq, записанный этим писателем до создания пакета (граница для
+    /// восстановления после неоднозначной ошибки, когда номера не выдавались заранее).
     floor: i64,
 }
 
@@ -92,8 +94,8 @@ pub(super) struct Worker {
     /// запрещает новые события, оставляя уже поставленные для дописывания.
     rx: mpsc::Receiver<Queued>,
     on_commit: Option<CommitHook>,
-    /// Водяной знак опубликованного seq; получатели — подписки `StreamManager`.
-    published: watch::Sender<Watermark>,
+    /// Бюджет очереди в байтах: писатель возвращает байты записанных пакетов.
+    budget: Arc<ByteBudget>,
     /// Собираемый пакет живёт здесь, а не в future сбора, чтобы сбор можно было
     /// прервать без потери уже вынутых из очереди событий.
     pending: Vec<Queued>,
@@ -101,7 +103,8 @@ pub(super) struct Worker {
     closing: bool,
     /// Больше не отдаём пакеты на запись (срок истёк или очередь кончилась).
     stopped: bool,
-    last_published: i64,
+    /// Наибольший seq, записанный этим писателем.
+    last_seq: i64,
     drained: usize,
     lost: usize,
     /// Сигнал «предыдущий пакет получил номера»: следующий ждёт его.
@@ -116,7 +119,7 @@ impl Worker {
         on_commit: Option<CommitHook>,
         cancel: CancellationToken,
         state: Arc<WriterState>,
-        published: watch::Sender<Watermark>,
+        budget: Arc<ByteBudget>,
     ) -> Self {
         let reserve = store.is_postgres();
         let deadline = Arc::new(Deadline {
@@ -134,12 +137,12 @@ impl Worker {
             },
             rx,
             on_commit,
-            published,
+            budget,
             pending: Vec::new(),
             flush_at: None,
             closing: false,
             stopped: false,
-            last_published: 0,
+            last_seq: 0,
             drained: 0,
             lost: 0,
             reserve_chain: None,
@@ -147,12 +150,7 @@ impl Worker {
     }
 
     pub(super) async fn run(mut self) -> ShutdownReport {
-        self.last_published = self.initial_seq().await;
-        let initial = self.last_published;
-        self.published.send_replace(Watermark {
-            initial,
-            current: initial,
-        });
+        self.last_seq = self.initial_seq().await;
         // SQLite пишет одним соединением: параллельные пакеты там ничего не дают.
         let max_in_flight = if self.writer.reserve {
             self.writer.config.max_in_flight.max(1)
@@ -260,47 +258,39 @@ impl Worker {
     }
 
     fn take_job(&mut self) -> Job {
-        let (events, acks) = std::mem::take(&mut self.pending)
-            .into_iter()
-            .map(|q| (q.event, q.ack))
-            .unzip();
+        let pending = std::mem::take(&mut self.pending);
+        let bytes = pending.iter().map(|q| q.bytes).sum();
+        let (events, acks) = pending.into_iter().map(|q| (q.event, q.ack)).unzip();
         self.flush_at = None;
         Job {
             events,
             acks,
             after_cancel: self.closing,
-            floor: self.last_published,
+            bytes,
+            floor: self.last_seq,
         }
     }
 
-    /// Публикует вставленное, будит ожидающих и считает итоги пакета.
+    /// Отмечает вставленное, будит читателя журнала и ожидающих, считает итоги пакета.
     fn finish(&mut self, mut out: Outcome) {
+        // Пакет больше не в памяти очереди (записан или потерян при остановке).
+        self.budget.give_back(out.job.bytes);
         let events = &out.job.events;
         if !out.inserted.is_empty() {
-            out.inserted.sort_unstable_by_key(|r| r.seq);
             // Повтор id внутри пакета: база вставила первое вхождение.
-            let mut index: HashMap<Uuid, usize> = HashMap::with_capacity(events.len());
-            for (i, e) in events.iter().enumerate() {
-                index.entry(e.id).or_insert(i);
-            }
-            let mut committed = Vec::with_capacity(out.inserted.len());
+            let index: std::collections::HashMap<Uuid, usize> =
+                events.iter().enumerate().rev().map(|(i, e)| (e.id, i)).collect();
             for row in &out.inserted {
                 if let Some(&i) = index.get(&row.id) {
                     out.done[i] = Done::Inserted;
-                    committed.push(Arc::new(events[i].clone().into_event(row.seq)));
                 }
+                self.last_seq = self.last_seq.max(row.seq);
             }
-            metrics::counter!(m::EVENTS_WRITTEN).increment(committed.len() as u64);
+            metrics::counter!(m::EVENTS_WRITTEN).increment(out.inserted.len() as u64);
             if let Some(hook) = &self.on_commit {
-                hook(&committed);
-            }
-            if let Some(last) = committed.last() {
-                self.last_published = self.last_published.max(last.seq);
+                hook(out.inserted.len());
             }
         }
-        // Водяной знак: всё с seq не выше него зафиксировано и опубликовано.
-        let current = self.last_published;
-        self.published.send_modify(|w| w.current = current);
         let unwritten: HashSet<usize> = out.unwritten.iter().copied().collect();
         let mut written = 0;
         for (i, (ack, d)) in std::mem::take(&mut out.job.acks)
@@ -331,7 +321,9 @@ impl Worker {
     fn report(mut self) -> ShutdownReport {
         self.rx.close();
         self.lost += self.pending.len();
-        while self.rx.try_recv().is_ok() {
+        self.budget.give_back(self.pending.iter().map(|q| q.bytes).sum());
+        while let Ok(q) = self.rx.try_recv() {
+            self.budget.give_back(q.bytes);
             self.lost += 1;
         }
         metrics::gauge!(m::QUEUE_DEPTH).set(0.0);

@@ -6,8 +6,10 @@
 
 mod event;
 mod event_type;
+mod size;
 pub mod validation;
 
 pub use event::{ApprovalStatus, Event, NewEvent, truncate_to_micros};
 pub use event_type::EventType;
+pub use size::json_bytes;
 pub use validation::{EventDraft, ValidationError};

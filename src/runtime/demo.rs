@@ -75,6 +75,13 @@ pub struct DemoConfig {
     /// Проектов (UUID выводятся из `seed`); по умолчанию 2. Каждый пользователь
     /// работает во всех проектах.
     pub projects: usize,
+    /// Явные проекты (например, тот, что напечатал `eventlog serve`); если заданы,
+    /// заменяют `projects` сгенерированных.
+    pub project_ids: Vec<Uuid>,
+    /// Первый проект вместо выведенного из `seed` (`eventlog demo` ставит сюда
+    /// демонстрационный проект из файла секрета, для которого `serve` печатает
+    /// токены); по умолчанию нет.
+    pub first_project: Option<Uuid>,
     /// Параллельных сессий; по умолчанию 4.
     pub sessions: usize,
     /// Сообщений пользователей в секунду на всё демо (приблизительно, верхняя
@@ -117,6 +124,8 @@ impl Default for DemoConfig {
         Self {
             users: 3,
             projects: 2,
+            project_ids: Vec::new(),
+            first_project: None,
             sessions: 4,
             rate: 6.0,
             duration: Duration::from_secs(30),
@@ -375,7 +384,13 @@ pub async fn run_demo(
     validate(&cfg)?;
     let started = Instant::now();
     let mut rng = StdRng::seed_from_u64(cfg.seed);
-    let projects: Vec<Uuid> = (0..cfg.projects).map(|_| uuid_from(&mut rng)).collect();
+    let mut projects: Vec<Uuid> = (0..cfg.projects).map(|_| uuid_from(&mut rng)).collect();
+    if let Some(first) = cfg.first_project {
+        projects[0] = first;
+    }
+    if !cfg.project_ids.is_empty() {
+        projects = cfg.project_ids.clone();
+    }
     let users: Vec<String> = (1..=cfg.users).map(|i| format!("demo-user-{i}")).collect();
 
     let runtime = AgentRuntime::start(

@@ -12,7 +12,7 @@ use super::{StorageError, Store};
 use crate::query::{EventFilter, ReadScope};
 
 /// Ширина временной корзины.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 pub enum Bucket {
     /// Минута.
     Minute,
@@ -23,7 +23,7 @@ pub enum Bucket {
 }
 
 /// Число событий типа.
-#[derive(Debug, Clone, PartialEq, Serialize, async_graphql::SimpleObject)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, async_graphql::SimpleObject)]
 pub struct EventTypeCount {
     /// Тип.
     pub event_type: String,
@@ -32,7 +32,7 @@ pub struct EventTypeCount {
 }
 
 /// Активность агента.
-#[derive(Debug, Clone, PartialEq, Serialize, async_graphql::SimpleObject)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, async_graphql::SimpleObject)]
 pub struct AgentInteraction {
     /// Агент.
     pub agent_id: String,
@@ -49,7 +49,7 @@ pub struct AgentInteraction {
 }
 
 /// Число ошибок с кодом.
-#[derive(Debug, Clone, PartialEq, Serialize, async_graphql::SimpleObject)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, async_graphql::SimpleObject)]
 pub struct ErrorCount {
     /// Код ошибки.
     pub error_code: String,
@@ -58,7 +58,7 @@ pub struct ErrorCount {
 }
 
 /// Статистика инструмента.
-#[derive(Debug, Clone, PartialEq, Serialize, async_graphql::SimpleObject)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, async_graphql::SimpleObject)]
 pub struct ToolStat {
     /// Инструмент.
     pub tool_name: String,
@@ -69,7 +69,7 @@ pub struct ToolStat {
 }
 
 /// Ошибки.
-#[derive(Debug, Clone, PartialEq, Serialize, async_graphql::SimpleObject)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, async_graphql::SimpleObject)]
 pub struct ErrorStats {
     /// Всего ошибок.
     pub total_errors: i64,
@@ -82,7 +82,7 @@ pub struct ErrorStats {
 }
 
 /// Точка временного ряда.
-#[derive(Debug, Clone, PartialEq, Serialize, async_graphql::SimpleObject)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, async_graphql::SimpleObject)]
 pub struct TimelinePoint {
     /// Начало корзины (UTC).
     pub bucket_start: DateTime<Utc>,
@@ -94,7 +94,7 @@ pub struct TimelinePoint {
 
 /// Согласования: считаются по типам событий APPROVAL_REQUIRED, APPROVAL_RESOLVED
 /// (со статусом APPROVED/REJECTED) и APPROVAL_TIMEOUT.
-#[derive(Debug, Clone, PartialEq, Serialize, async_graphql::SimpleObject)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, async_graphql::SimpleObject)]
 pub struct ApprovalStats {
     /// Запрошено.
     pub required: i64,
@@ -107,7 +107,7 @@ pub struct ApprovalStats {
 }
 
 /// Аналитика проекта под фильтром.
-#[derive(Debug, Clone, PartialEq, Serialize, async_graphql::SimpleObject)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, async_graphql::SimpleObject)]
 pub struct Analytics {
     /// Всего событий.
     pub total_events: i64,

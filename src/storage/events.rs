@@ -6,6 +6,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
+use sea_orm::TransactionTrait;
 use sea_orm::{ConnectionTrait, FromQueryResult};
 use serde::Serialize;
 use uuid::Uuid;
@@ -292,6 +293,9 @@ impl Store {
 
     /// Удаляет события старше `cutoff` порциями по `chunk` строк (короткие
     /// транзакции, без долгих блокировок). Возвращает число удалённых строк.
+    /// В той же транзакции, что и удаление, меняется счётчик очисток в
+    /// `event_log_heads`: закэшированная аналитика с удалёнными событиями больше
+    /// не найдётся ни на одном экземпляре.
     pub async fn purge_older_than(&self, cutoff: DateTime<Utc>, chunk: usize) -> Result<u64, StorageError> {
         let mut total = 0;
         loop {
@@ -299,7 +303,14 @@ impl Store {
             sql.push("DELETE FROM event_logs WHERE seq IN (SELECT seq FROM event_logs WHERE created_at < ")
                 .bind_ts(cutoff)
                 .push(&format!(" LIMIT {chunk})"));
-            let n = self.db.execute_raw(sql.build()).await?.rows_affected();
+            let txn = self.db.begin().await?;
+            let n = txn.execute_raw(sql.build()).await?.rows_affected();
+            if n > 0 {
+                let mut bump = Sql::new(self.backend());
+                bump.push("UPDATE event_log_heads SET purged = purged + 1");
+                txn.execute_raw(bump.build()).await?;
+            }
+            txn.commit().await?;
             total += n;
             if n < chunk as u64 {
                 return Ok(total);

@@ -10,6 +10,7 @@ mod codec;
 pub mod entity;
 mod error;
 pub mod events;
+pub mod log;
 mod repository;
 mod sql;
 pub mod write;
@@ -25,6 +26,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 pub use error::StorageError;
+pub use log::{LogEntry, LogPosition, NOTIFY_CHANNEL, ProjectHead};
 pub use repository::EventRepository;
 pub use write::{InsertedRow, PgWriteMethod, RowOwner};
 
@@ -169,10 +171,55 @@ impl Store {
         self.backend() == DbBackend::Postgres
     }
 
-    /// Применяет все недостающие миграции.
+    /// Применяет все недостающие миграции. На PostgreSQL — под сессионным
+    /// advisory-замком: экземпляры, стартующие одновременно, мигрируют по очереди
+    /// (второй увидит, что миграции уже применены).
     pub async fn migrate_up(&self) -> Result<(), StorageError> {
-        Migrator::up(&self.db, None).await?;
+        if !self.is_postgres() {
+            Migrator::up(&self.db, None).await?;
+            return Ok(());
+        }
+        let pool = self.db.get_postgres_connection_pool();
+        let mut conn = pool.acquire().await?;
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(log::MIGRATE_LOCK_KEY)
+            .execute(&mut *conn)
+            .await?;
+        let result = Migrator::up(&self.db, None).await;
+        // Замок снимается и при ошибке; при обрыве соединения его снимет база.
+        sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(log::MIGRATE_LOCK_KEY)
+            .execute(&mut *conn)
+            .await?;
+        result?;
         Ok(())
+    }
+
+    /// Выполняет `job` на одном экземпляре за раз (PostgreSQL: `pg_try_advisory_lock`
+    /// на отдельном соединении; на SQLite — всегда). `None` — замок занят другим
+    /// экземпляром, работа пропущена.
+    pub async fn exclusively<T, F>(&self, key: i64, job: F) -> Result<Option<T>, StorageError>
+    where
+        F: std::future::Future<Output = Result<T, StorageError>>,
+    {
+        if !self.is_postgres() {
+            return job.await.map(Some);
+        }
+        let pool = self.db.get_postgres_connection_pool();
+        let mut conn = pool.acquire().await?;
+        let (locked,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock($1)")
+            .bind(key)
+            .fetch_one(&mut *conn)
+            .await?;
+        if !locked {
+            return Ok(None);
+        }
+        let result = job.await;
+        sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(key)
+            .execute(&mut *conn)
+            .await?;
+        result.map(Some)
     }
 
     /// Проверяет, что база отвечает.

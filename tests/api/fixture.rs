@@ -8,7 +8,7 @@ use eventlog::query::Role;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::{Backend, TestApp, spawn_app};
+use crate::helpers::{Backend, TestApp};
 
 #[derive(Debug, Clone)]
 pub struct Fx {
@@ -98,7 +98,12 @@ pub fn mix(project: Uuid, other: Uuid, sessions: &[Uuid]) -> Vec<Fx> {
 }
 
 pub async fn world(b: &Backend) -> World {
-    let app = spawn_app(b).await;
+    world_with(b, |_| {}).await
+}
+
+/// Мир на сервере с изменёнными настройками.
+pub async fn world_with(b: &Backend, tweak: impl FnOnce(&mut eventlog::config::Settings)) -> World {
+    let app = crate::helpers::spawn_app_with(b, tweak).await;
     let project = Uuid::now_v7();
     let other_project = Uuid::now_v7();
     let sessions: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();

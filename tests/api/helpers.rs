@@ -190,7 +190,10 @@ pub struct TestApp {
     pub client: reqwest::Client,
     cancel: CancellationToken,
     handle: Option<JoinHandle<std::io::Result<ShutdownReport>>>,
-    pub db: TestDb,
+    /// URL базы сервера.
+    pub db_url: String,
+    /// База теста (у второго экземпляра на той же базе — `None`).
+    pub db: Option<TestDb>,
 }
 
 pub async fn spawn_app(backend: &Backend) -> TestApp {
@@ -198,13 +201,25 @@ pub async fn spawn_app(backend: &Backend) -> TestApp {
 }
 
 pub async fn spawn_app_with(backend: &Backend, tweak: impl FnOnce(&mut Settings)) -> TestApp {
-    spawn_app_on(TestDb::new(backend).await, tweak).await
+    let db = TestDb::new(backend).await;
+    let url = db.url.clone();
+    start_app(&url, Some(db), tweak).await
 }
 
 /// Запускает сервер на уже подготовленной базе (например, со строками, записанными
 /// до новой миграции).
 pub async fn spawn_app_on(db: TestDb, tweak: impl FnOnce(&mut Settings)) -> TestApp {
-    let mut settings = Settings::for_database(&db.url);
+    let url = db.url.clone();
+    start_app(&url, Some(db), tweak).await
+}
+
+/// Ещё один экземпляр сервера на базе `url` (база принадлежит другому `TestApp`).
+pub async fn spawn_instance(url: &str, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    start_app(url, None, tweak).await
+}
+
+async fn start_app(url: &str, db: Option<TestDb>, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let mut settings = Settings::for_database(url);
     settings.jwt_secret = Some(SECRET.to_owned().into());
     settings.flush_interval_ms = 5;
     settings.retention_days = 0;
@@ -225,6 +240,7 @@ pub async fn spawn_app_on(db: TestDb, tweak: impl FnOnce(&mut Settings)) -> Test
         client: reqwest::Client::new(),
         cancel,
         handle: Some(handle),
+        db_url: url.to_owned(),
         db,
     }
 }

@@ -343,7 +343,11 @@ async fn an_id_stored_by_another_user_or_project_is_refused_not_acknowledged(b: 
     })
     .await;
     assert!(counter(&app, "eventlog_events_id_conflicts_total").await >= conflicts_before + 2.0);
-    let reason = ids(&app.db, "SELECT error AS i FROM event_logs_rejected").await;
+    let reason = ids(
+        app.db.as_ref().unwrap(),
+        "SELECT error AS i FROM event_logs_rejected",
+    )
+    .await;
     assert!(reason.iter().all(|r| r.starts_with("id conflict")), "{reason:?}");
     // Строка alice не тронута.
     let nodes = readable(&app, &alice, p).await;

@@ -2,12 +2,13 @@
 //! идемпотентность, остановка без потерь, отвергнутые строки, обрыв базы.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use eventlog::logger::{CommitHook, EventLogger, LogError, LoggerConfig};
-use eventlog::model::{Event, EventType, NewEvent};
-use eventlog::storage::{PoolOptions, Store};
+use eventlog::model::{EventType, NewEvent};
+use eventlog::storage::{LogPosition, PoolOptions, Store};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -33,14 +34,34 @@ async fn migrated(b: &Backend) -> (TestDb, Store) {
     (db, store)
 }
 
-fn recorder() -> (CommitHook, Arc<Mutex<Vec<Arc<Event>>>>) {
-    let seen = Arc::new(Mutex::new(Vec::new()));
+/// Крюк фиксации, который считает сообщённые писателем строки.
+fn recorder() -> (CommitHook, Arc<AtomicUsize>) {
+    let seen = Arc::new(AtomicUsize::new(0));
     let s = seen.clone();
-    let hook: CommitHook = Arc::new(move |evs: &[Arc<Event>]| s.lock().unwrap().extend(evs.iter().cloned()));
+    let hook: CommitHook = Arc::new(move |rows: usize| {
+        s.fetch_add(rows, Ordering::SeqCst);
+    });
     (hook, seen)
 }
 
-async fn every_logged_event_is_stored_exactly_once_and_published_in_seq_order(b: Backend) {
+/// Весь журнал базы по порядку.
+async fn whole_log(store: &Store) -> Vec<eventlog::storage::LogEntry> {
+    let mut out = Vec::new();
+    let mut after = LogPosition::START;
+    loop {
+        let page = store.read_log(after, 1000).await.unwrap();
+        let n = page.len();
+        if let Some(last) = page.last() {
+            after = last.position;
+        }
+        out.extend(page);
+        if n < 1000 {
+            return out;
+        }
+    }
+}
+
+async fn every_logged_event_is_stored_exactly_once_and_appears_once_in_the_log(b: Backend) {
     let (_db, store) = migrated(&b).await;
     let (hook, seen) = recorder();
     let logger = EventLogger::start(store.clone(), LoggerConfig::default(), Some(hook));
@@ -52,15 +73,17 @@ async fn every_logged_event_is_stored_exactly_once_and_published_in_seq_order(b:
     let report = logger.shutdown().await;
     assert_eq!(report.lost, 0);
     assert_eq!(store.count_events().await.unwrap(), 2500);
-    let seen = seen.lock().unwrap();
-    let ids: HashSet<_> = seen.iter().map(|e| e.id).collect();
+    assert_eq!(seen.load(Ordering::SeqCst), 2500, "every commit is reported once");
+    let log = whole_log(&store).await;
+    let ids: HashSet<_> = log.iter().map(|e| e.event.id).collect();
+    assert_eq!(log.len(), 2500, "an event appears twice in the log");
     assert_eq!(ids, events.iter().map(|e| e.id).collect());
     assert!(
-        seen.windows(2).all(|w| w[0].seq < w[1].seq),
-        "published out of seq order"
+        log.windows(2).all(|w| w[0].position < w[1].position),
+        "log positions must strictly ascend"
     );
 }
-both!(every_logged_event_is_stored_exactly_once_and_published_in_seq_order);
+both!(every_logged_event_is_stored_exactly_once_and_appears_once_in_the_log);
 
 async fn flushes_on_batch_size_before_the_interval(b: Backend) {
     let (_db, store) = migrated(&b).await;
@@ -133,9 +156,14 @@ async fn relogging_the_same_ids_adds_no_rows(b: Backend) {
     assert_eq!((third.inserted, third.duplicates), (1, 1));
     assert_eq!(store.count_events().await.unwrap(), 301);
     assert_eq!(
-        seen.lock().unwrap().len(),
+        seen.load(Ordering::SeqCst),
         301,
-        "duplicates must not be published again"
+        "duplicates must not be reported as committed again"
+    );
+    assert_eq!(
+        whole_log(&store).await.len(),
+        301,
+        "duplicates must not enter the log"
     );
     logger.shutdown().await;
 }
@@ -305,10 +333,15 @@ async fn database_going_away_mid_stream_loses_and_duplicates_nothing() {
     let report = logger.shutdown().await;
     assert_eq!(report.lost, 0);
     assert_eq!(direct.count_events().await.unwrap(), total as i64);
-    let seen = seen.lock().unwrap();
-    let unique: HashSet<_> = seen.iter().map(|e| e.id).collect();
-    assert_eq!(unique.len(), seen.len(), "an event was published twice");
-    assert_eq!(seen.len(), total, "every committed event is published once");
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        total,
+        "every committed event is reported once"
+    );
+    let log = whole_log(&direct).await;
+    let unique: HashSet<_> = log.iter().map(|e| e.event.id).collect();
+    assert_eq!(unique.len(), total, "every committed event is in the log once");
+    assert_eq!(log.len(), total, "an event appears twice in the log");
 }
 
 async fn rename(store: &Store, from: &str, to: &str) {
@@ -442,9 +475,12 @@ async fn seq_reservation_retries_mark_the_writer_as_stuck() {
         ..Default::default()
     };
     let logger = EventLogger::start(store, cfg, None);
-    // Писатель прочитал базу и готов.
-    let mut wm = logger.published_seq();
-    wm.wait_for(|w| w.initial >= 0).await.unwrap();
+    // Писатель прочитал базу и записал первое событие: он готов.
+    logger.log_event(ev(Uuid::now_v7(), 0)).unwrap();
+    wait_for("the first event", 10, || async {
+        direct.count_events().await.unwrap() == 1
+    })
+    .await;
     assert!(logger.is_healthy(Duration::ZERO));
     // Act: база недоступна — первой падает выдача номеров.
     proxy.cut();
@@ -459,5 +495,48 @@ async fn seq_reservation_retries_mark_the_writer_as_stuck() {
     })
     .await;
     assert_eq!(logger.shutdown().await.lost, 0);
-    assert_eq!(direct.count_events().await.unwrap(), 1);
+    assert_eq!(direct.count_events().await.unwrap(), 2);
 }
+
+async fn the_queue_is_bounded_in_bytes_as_well_as_in_events(b: Backend) {
+    let (_db, store) = migrated(&b).await;
+    // Писатель не пишет до остановки (таймер 30 с, пакет 1000): очередь держит всё.
+    let cfg = LoggerConfig {
+        flush_interval: Duration::from_secs(30),
+        queue_bytes: 64 * 1024,
+        ..Default::default()
+    };
+    let logger = EventLogger::start(store.clone(), cfg, None);
+    let p = Uuid::now_v7();
+    let big = |i: usize| {
+        NewEvent::new(Uuid::now_v7(), "u", p, EventType::TaskProgress)
+            .payload(json!({"i": i, "blob": "x".repeat(16 * 1024)}))
+    };
+    let mut accepted = 0;
+    let mut refused = None;
+    for i in 0..10 {
+        match logger.log_event(big(i)) {
+            Ok(()) => accepted += 1,
+            Err(LogError::QueueFull(e)) => {
+                refused = Some(e);
+                break;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    // 64 КиБ вмещают три события по ~16 КиБ, но не десять; отказ возвращает событие.
+    assert!((2..=4).contains(&accepted), "accepted {accepted}");
+    assert!(refused.is_some(), "the byte limit never refused an event");
+    assert!(logger.queued_bytes() <= 64 * 1024 + 20 * 1024);
+    assert!(logger.queue_depth() < 10);
+    // Пакет, который не влезает в байты, отвергается целиком.
+    let batch: Vec<_> = (0..4).map(big).collect();
+    assert!(
+        matches!(logger.log_batch(batch), Err(eventlog::logger::BatchError::QueueFull(b)) if b.len() == 4)
+    );
+    let report = logger.shutdown().await;
+    assert_eq!(report.lost, 0);
+    assert_eq!(logger.queued_bytes(), 0, "written events give their bytes back");
+    assert_eq!(store.count_events().await.unwrap(), accepted as i64);
+}
+both!(the_queue_is_bounded_in_bytes_as_well_as_in_events);

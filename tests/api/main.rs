@@ -5,9 +5,12 @@ mod helpers;
 
 mod analytics;
 mod auth;
+mod cluster;
+mod cors;
 mod error_codes;
 mod filter_parity;
 mod fixture;
+mod graphiql;
 mod hardening;
 mod health;
 mod hostile;
@@ -15,8 +18,10 @@ mod ingest;
 
 mod isolation;
 mod limits;
+mod log;
 mod logger;
 mod migrations;
+mod newcomer;
 mod pagination;
 mod queries;
 mod rest;

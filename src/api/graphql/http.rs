@@ -5,14 +5,13 @@
 use std::time::Duration;
 
 use async_graphql::dataloader::DataLoader;
-use async_graphql::http::GraphiQLSource;
 use async_graphql::parser::types::{DocumentOperations, OperationType};
 use async_graphql::{Request, Response, Variables};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{Html, IntoResponse};
+use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -186,14 +185,7 @@ pub async fn graphql_get(
         if state.settings.disable_graphiql {
             return StatusCode::NOT_FOUND.into_response();
         }
-        return Html(
-            GraphiQLSource::build()
-                .endpoint("/graphql")
-                .subscription_endpoint("/graphql/ws")
-                .title("eventlog")
-                .finish(),
-        )
-        .into_response();
+        return super::graphiql::page();
     };
     if let Ok(doc) = async_graphql::parser::parse_query(&query) {
         let ops: Vec<OperationType> = match &doc.operations {

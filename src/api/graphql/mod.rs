@@ -1,9 +1,12 @@
 //! GraphQL API (SPEC §5): схема из частей по возможностям, HTTP-обработчики и
 //! websocket. Части: [`query`] (история и аналитика), [`mutation`] (приём),
 //! [`subscription`] (живые события), [`types`], [`loader`] (DataLoader сессий),
-//! [`codes`] (`extensions.code` для ошибок async-graphql), [`limits`] (предел псевдонимов), [`ws`] (протокол websocket с защитами).
+//! [`codes`] (`extensions.code` для ошибок async-graphql), [`limits`] (предел
+//! псевдонимов), [`ws`] (протокол websocket с защитами), [`graphiql`] (GraphiQL,
+//! вшитый в бинарник).
 
 pub mod codes;
+pub mod graphiql;
 pub mod http;
 pub mod limits;
 pub mod loader;
@@ -39,8 +42,11 @@ pub struct SubscriptionRoot(subscription::EventSubscription);
 /// Схема eventlog.
 pub type AppSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
-/// Наибольшая глубина запроса.
-pub const MAX_DEPTH: usize = 12;
+/// Наибольшая глубина запроса. Стандартный запрос интроспекции graphql-js 16
+/// (`getIntrospectionQuery`: фрагмент `TypeRef` с девятью `ofType` под
+/// `__schema.types.fields.args.type`) имеет глубину 14; меньший предел не даёт
+/// GraphiQL и генераторам клиентов загрузить схему.
+pub const MAX_DEPTH: usize = 15;
 /// Наибольшая сложность запроса (по полю на единицу).
 pub const MAX_COMPLEXITY: usize = 500;
 

@@ -123,7 +123,13 @@ pub async fn ingest(
     } else {
         None
     };
-    let waiter = api.stream.broadcast_events(batch).map_err(|e| match e {
+    // Места доли держит группа ожидания пакета: они освобождаются, когда пакет
+    // записан (или потерян при остановке), даже если фиксации никто не ждёт.
+    let queued = match share {
+        Some(share) => api.stream.broadcast_events_holding(batch, Box::new(share)),
+        None => api.stream.broadcast_events(batch),
+    };
+    let waiter = queued.map_err(|e| match e {
         BatchError::QueueFull(events) => ApiError::Backpressure {
             retry_after_ms: retry_after_ms(api, events.len()),
         },
@@ -131,16 +137,8 @@ pub async fn ingest(
         BatchError::Closed(_) => ApiError::Backpressure { retry_after_ms: 1000 },
         BatchError::Invalid(_, e) => ApiError::from(e),
     })?;
-    if !wait_for_commit {
-        // Ответ уходит сразу; места освобождаются, когда пакет будет записан.
-        tokio::spawn(async move {
-            let _ = waiter.wait().await;
-            drop(share);
-        });
-    } else {
-        let outcome = waiter.wait().await.map_err(|e| ApiError::internal(&e));
-        drop(share);
-        let outcome = outcome?;
+    if wait_for_commit {
+        let outcome = waiter.wait().await.map_err(|e| ApiError::internal(&e))?;
         if outcome.conflicts > 0 {
             // Гонка: чужая строка с тем же id записана между проверкой и записью;
             // писатель перенёс такие события в event_logs_rejected. Индекс

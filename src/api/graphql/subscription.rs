@@ -45,8 +45,19 @@ impl EventSubscription {
         if auth.expires_at <= chrono::Utc::now() {
             return Err(ApiError::Unauthenticated("token expired".into()).into_gql());
         }
+        // Позиция продолжения находится до начала потока: неизвестный seq — ошибка
+        // запроса (BAD_USER_INPUT), а не тихий пропуск.
+        let after = match after {
+            Some(seq) => Some(
+                api.stream
+                    .resume_position(seq)
+                    .await
+                    .map_err(|e| ApiError::from(e).into_gql())?,
+            ),
+            None => None,
+        };
         let shared_scope = Arc::new(scope.clone());
-        let mut events = Box::pin(api.stream.subscribe(scope, filter, after));
+        let mut events = Box::pin(api.stream.subscribe_from(scope, filter, after, None));
         let expires_at = auth.expires_at;
         Ok(async_stream::stream! {
             let remaining = (expires_at - chrono::Utc::now()).to_std().unwrap_or_default();

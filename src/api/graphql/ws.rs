@@ -13,6 +13,7 @@
 //!   вызывающего на всех его соединениях (сверх — ошибка операции с кодом
 //!   RATE_LIMITED); так один шумный клиент не занимает ресурсы остальных;
 //! - пределы размера сообщения и кадра;
+//! - `Origin` браузера проверяется по `EVENTLOG_CORS_ORIGINS` (чужой — 403 до апгрейда);
 //! - остановка сервера закрывает соединения кодом 1001 (going away).
 
 use std::collections::{HashMap, HashSet};
@@ -175,6 +176,18 @@ pub async fn graphql_ws(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    if !crate::api::origin::websocket_origin_allowed(&state.settings.cors_origins, &headers) {
+        let origin = headers
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("?");
+        tracing::info!(origin, "Websocket from a disallowed origin refused.");
+        return (
+            StatusCode::FORBIDDEN,
+            "Origin not allowed: add it to EVENTLOG_CORS_ORIGINS",
+        )
+            .into_response();
+    }
     // Подпротокол выбирается из заголовка клиента; без известного — 400.
     let Some(protocol) = headers
         .get(header::SEC_WEBSOCKET_PROTOCOL)

@@ -15,7 +15,7 @@ pub struct Migration;
 
 /// Текст причины в `event_logs_rejected.error`; по нему `down` находит свои строки.
 pub const REASON: &str = "createdAt: outside the accepted range [1970-01-01T00:00:00Z, now + 5 minutes]; \
-     moved by migration m20261204_000001_reject_out_of_range_dates";
+     moved by migration m20261204_000002_reject_out_of_range_dates";
 
 const PG_UP: &str = r#"
 WITH moved AS (
