@@ -119,6 +119,10 @@ pub struct Settings {
     /// записанные события одного вызывающего (JWT `sub`); сверх — RATE_LIMITED.
     #[arg(long, env = "EVENTLOG_QUEUE_SHARE_PER_TOKEN_PERCENT", default_value_t = 50)]
     pub queue_share_per_token_percent: u8,
+    /// Сколько подписок одного вызывающего могут одновременно повторять историю
+    /// (`afterSeq`); сверх — RATE_LIMITED (повтор читает базу, живые — нет).
+    #[arg(long, env = "EVENTLOG_MAX_REPLAYS_PER_TOKEN", default_value_t = 4)]
+    pub max_replays_per_token: usize,
     /// Источники (origin) браузерных приложений, которым разрешены CORS и websocket,
     /// через запятую; `*` — любой. Запросы без `Origin` (сервисы, скрипты) не затронуты.
     #[arg(
@@ -169,6 +173,7 @@ impl Settings {
             max_page_bytes: 8 * 1024 * 1024,
             max_timeline_points: 20_000,
             queue_share_per_token_percent: 50,
+            max_replays_per_token: 4,
             cors_origins: DEFAULT_CORS_ORIGINS.split(',').map(str::to_owned).collect(),
         }
     }

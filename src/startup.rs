@@ -139,6 +139,7 @@ impl Application {
             limits: Arc::new(api::limits::ApiLimits::from_settings(&settings)),
             ws: Arc::default(),
             queue_shares: Arc::default(),
+            replay_shares: Arc::default(),
             cache: AnalyticsCache::new(Duration::from_secs(settings.analytics_cache_ttl), redis),
         };
         let schema = api::graphql::build_schema(Some(api_ctx.clone()), !settings.disable_introspection);

@@ -31,6 +31,8 @@ pub struct ApiLimits {
     pub max_timeline_points: i64,
     /// Сколько ещё не записанных событий одного вызывающего может быть в очереди.
     pub queue_share_per_token: usize,
+    /// Сколько повторов подписок (`afterSeq`) одного вызывающего идут одновременно.
+    pub max_replays_per_token: usize,
 }
 
 impl ApiLimits {
@@ -46,6 +48,7 @@ impl ApiLimits {
             ws_max_subscriptions_per_token: s.ws_max_subscriptions_per_token,
             max_page_bytes: s.max_page_bytes,
             max_timeline_points: s.max_timeline_points,
+            max_replays_per_token: s.max_replays_per_token.max(1),
             queue_share_per_token: (s.queue_capacity.max(1)
                 * usize::from(s.queue_share_per_token_percent.clamp(1, 100)))
             .div_ceil(100),
@@ -53,14 +56,15 @@ impl ApiLimits {
     }
 }
 
-/// Сколько событий каждого вызывающего (JWT `sub`) сейчас в очереди записи: один
-/// шумный клиент не может занять всю очередь и оставить остальным BACKPRESSURE.
+/// Счётчик на вызывающего (JWT `sub`): сколько событий он держит в очереди записи
+/// или сколько повторов подписок у него идёт. Один шумный клиент не может занять
+/// всю очередь или все соединения с базой и оставить остальным BACKPRESSURE.
 #[derive(Debug, Default)]
-pub struct QueueShares {
+pub struct CallerShares {
     per_caller: Mutex<HashMap<String, usize>>,
 }
 
-impl QueueShares {
+impl CallerShares {
     /// Занимает `n` мест вызывающего `sub`, если его доля `max` позволяет. Места
     /// освобождаются, когда возвращённая [`ShareGuard`] уничтожается (пакет записан
     /// или потерян).
@@ -92,7 +96,7 @@ impl QueueShares {
 /// Занятые места вызывающего в очереди; уничтожение возвращает их.
 #[derive(Debug)]
 pub struct ShareGuard {
-    shares: Arc<QueueShares>,
+    shares: Arc<CallerShares>,
     sub: String,
     n: usize,
 }
@@ -119,7 +123,7 @@ mod tests {
 
     #[test]
     fn shares_are_per_caller_and_return_on_drop() {
-        let shares = Arc::new(QueueShares::default());
+        let shares = Arc::new(CallerShares::default());
         let a1 = shares.take("a", 3, 5).unwrap();
         assert!(shares.take("a", 3, 5).is_none());
         let b = shares.take("b", 5, 5).unwrap();

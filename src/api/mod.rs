@@ -52,7 +52,9 @@ pub struct ApiContext {
     /// Счётчики websocket-соединений и подписок (пределы на вызывающего и на сервер).
     pub ws: Arc<graphql::ws::WsRegistry>,
     /// Доли вызывающих в очереди записи.
-    pub queue_shares: Arc<limits::QueueShares>,
+    pub queue_shares: Arc<limits::CallerShares>,
+    /// Повторы подписок каждого вызывающего, идущие сейчас.
+    pub replay_shares: Arc<limits::CallerShares>,
     /// Точный кэш аналитики.
     pub cache: AnalyticsCache,
 }

@@ -244,17 +244,22 @@ async fn the_execution_timeout_applies_over_http_and_websocket(b: Backend) {
 both!(the_execution_timeout_applies_over_http_and_websocket);
 
 /// Аудит `graphql-http` (npm): tests/graphql-http-audit/audit.mjs против сервера;
-/// 0 предупреждений и 0 ошибок. Нужны node и `npm ci` в tests/graphql-http-audit
-/// (это делает .ci/run); без них тест падает с понятной причиной, а не проходит молча.
+/// 0 предупреждений и 0 ошибок. Нужны node и npm: зависимости аудита тест ставит
+/// сам (`npm ci` по зафиксированному package-lock.json), если их ещё нет; без node
+/// тест падает с понятной причиной, а не проходит молча.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graphql_over_http_audit_passes_with_no_warnings() {
     let app = spawn_app(&Backend::Sqlite).await;
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/graphql-http-audit");
-    assert!(
-        dir.join("node_modules/graphql-http").exists(),
-        "run `npm ci` in {} first (.ci/run does it)",
-        dir.display()
-    );
+    if !dir.join("node_modules/graphql-http").exists() {
+        let status = tokio::process::Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--silent"])
+            .current_dir(&dir)
+            .status()
+            .await
+            .unwrap_or_else(|e| panic!("npm is needed for the graphql-http audit: {e}"));
+        assert!(status.success(), "npm ci in {} failed", dir.display());
+    }
     let out = tokio::process::Command::new("node")
         .arg("audit.mjs")
         .arg(format!("{}/graphql", app.addr))

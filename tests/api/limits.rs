@@ -375,3 +375,67 @@ async fn one_token_cannot_take_more_than_its_share_of_the_write_queue(b: Backend
     assert_eq!(app.store.count_events().await.unwrap(), 10);
 }
 both!(one_token_cannot_take_more_than_its_share_of_the_write_queue);
+
+/// Код ошибки сообщения подписки (`error` или `next` с errors).
+fn ws_error_code(m: &Value) -> String {
+    let err = if m["payload"].is_array() {
+        &m["payload"][0]
+    } else {
+        &m["payload"]["errors"][0]
+    };
+    err["extensions"]["code"].as_str().unwrap_or_default().to_owned()
+}
+
+async fn replays_in_progress_are_capped_per_token(b: Backend) {
+    // Arrange: один повтор на вызывающего; история, которая не помещается в буферы
+    // сокета, пока клиент не читает (3000 событий по 4 КиБ).
+    let app = spawn_app_with(&b, |s| s.max_replays_per_token = 1).await;
+    let p = Uuid::now_v7();
+    let a = app.token("a", Role::User, &[p]);
+    let other = app.token("b", Role::User, &[p]);
+    for _ in 0..3 {
+        let batch: Vec<Value> = (0..1000)
+            .map(|i| json!({"sessionId": Uuid::now_v7(), "projectId": p, "eventType": "TASK_PROGRESS", "payload": {"i": i, "blob": "x".repeat(4096)}}))
+            .collect();
+        let r = app.ingest(&a, Value::Array(batch)).await;
+        assert!(r["errors"].is_null(), "{r}");
+    }
+    let replay = "subscription($p: UUID!) { events(projectId: $p, afterSeq: \"0\") { id payload } }";
+    let mut first = acked(&app, &a).await;
+    first.subscribe("1", replay, json!({"p": p})).await;
+    assert_eq!(first.json(10).await["type"], "next");
+
+    // Act + Assert: второй повтор того же токена — RATE_LIMITED, другой токен — можно.
+    let mut second = acked(&app, &a).await;
+    second.subscribe("1", replay, json!({"p": p})).await;
+    let m = second.json(10).await;
+    assert_eq!(ws_error_code(&m), "RATE_LIMITED", "{m}");
+    let mut b_ws = acked(&app, &other).await;
+    b_ws.subscribe(
+        "1",
+        "subscription($p: UUID!) { events(projectId: $p, afterSeq: \"0\") { id } }",
+        json!({"p": p}),
+    )
+    .await;
+    // У «b» нет своих событий: повтор пуст, ошибки нет в течение секунды.
+    let quiet = tokio::time::timeout(Duration::from_secs(1), b_ws.next(2)).await;
+    assert!(quiet.is_err(), "token b must be able to replay: {quiet:?}");
+    // Первый повтор дочитан — место освободилось.
+    for _ in 1..3000 {
+        let m = first.json(20).await;
+        assert_eq!(m["type"], "next", "{m}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut third = acked(&app, &a).await;
+        third.subscribe("1", replay, json!({"p": p})).await;
+        let m = third.json(10).await;
+        if m["type"] == "next" {
+            break;
+        }
+        assert_eq!(ws_error_code(&m), "RATE_LIMITED", "{m}");
+        assert!(Instant::now() < deadline, "the replay slot was never released");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+both!(replays_in_progress_are_capped_per_token);

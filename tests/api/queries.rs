@@ -326,6 +326,15 @@ async fn event_session_is_batched_one_query_per_page(b: Backend) {
     // Читатель журнала в фоне тоже ходит в базу: дожидаемся, пока он дочитает всё
     // записанное миром (опрос выключен выше).
     w.app.stream.sync_to_head().await.unwrap();
+    // Пробуждение от фиксации мира могло остаться в запасе у читателя: ждём, пока
+    // счётчик инструкций перестанет меняться.
+    loop {
+        let before = w.app.store.statements_executed();
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        if w.app.store.statements_executed() == before {
+            break;
+        }
+    }
     let base = count(without).await;
     let batched = count(with).await;
     // 90 событий в трёх сессиях: сводки — это два запроса на всю страницу, а не 90.

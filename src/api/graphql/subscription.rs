@@ -56,8 +56,29 @@ impl EventSubscription {
             ),
             None => None,
         };
+        // Повтор читает базу: их число у одного вызывающего ограничено, место
+        // освобождается, когда подписка переходит к живым событиям.
+        let replay_hold: Option<Box<dyn Send + Sync>> = match after {
+            Some(_) => {
+                let max = api.limits.max_replays_per_token;
+                match api.replay_shares.take(&auth.principal.sub, 1, max) {
+                    Some(guard) => Some(Box::new(guard)),
+                    None => {
+                        return Err(ApiError::RateLimited {
+                            message: format!(
+                                "afterSeq: this token already has {max} replays in progress \
+                                 (EVENTLOG_MAX_REPLAYS_PER_TOKEN); retry when one has caught up"
+                            ),
+                            retry_after_ms: 1000,
+                        }
+                        .into_gql());
+                    }
+                }
+            }
+            None => None,
+        };
         let shared_scope = Arc::new(scope.clone());
-        let mut events = Box::pin(api.stream.subscribe_from(scope, filter, after, None));
+        let mut events = Box::pin(api.stream.subscribe_from(scope, filter, after, replay_hold));
         let expires_at = auth.expires_at;
         Ok(async_stream::stream! {
             let remaining = (expires_at - chrono::Utc::now()).to_std().unwrap_or_default();
