@@ -64,6 +64,12 @@ pub struct Settings {
     /// Сколько ждать `connection_init` на websocket, мс.
     #[arg(long, env = "EVENTLOG_WS_INIT_TIMEOUT_MS", default_value_t = 10_000)]
     pub ws_init_timeout_ms: u64,
+    /// Адрес отдельного OTLP/gRPC-порта (например 127.0.0.1:4317); gRPC доступен и на основном.
+    #[arg(long, env = "EVENTLOG_OTLP_GRPC_LISTEN")]
+    pub otlp_grpc_listen: Option<SocketAddr>,
+    /// Предел тела OTLP-запроса после распаковки, байт.
+    #[arg(long, env = "EVENTLOG_OTLP_BODY_LIMIT", default_value_t = 16 * 1024 * 1024)]
+    pub otlp_body_limit: usize,
 }
 
 impl Settings {
@@ -87,6 +93,8 @@ impl Settings {
             db_max_connections: 16,
             live_buffer: 16_384,
             ws_init_timeout_ms: 10_000,
+            otlp_grpc_listen: None,
+            otlp_body_limit: 16 * 1024 * 1024,
         }
     }
 

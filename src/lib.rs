@@ -13,10 +13,13 @@
 //! - [`logger`] — [`EventLogger`]: неблокирующая ограниченная очередь и писатель.
 //! - [`stream`] — [`StreamManager`]: публикация после фиксации и подписки.
 //! - [`metrics`] — имена метрик и экспорт Prometheus.
+//! - [`otlp`] — приём OpenTelemetry: терпимое чтение OTLP/JSON и отображение спанов
+//!   и записей журнала в события каталога (без ввода-вывода).
 
 pub mod logger;
 pub mod metrics;
 pub mod model;
+pub mod otlp;
 pub mod query;
 pub mod storage;
 pub mod stream;

@@ -2,6 +2,7 @@
 //!
 //! - [`graphql`] — схема, `POST/GET /graphql`, websocket `/graphql/ws`;
 //! - [`rest`] — маршруты совместимости SPEC §6;
+//! - [`otlp`] — приём OpenTelemetry (OTLP/HTTP и OTLP/gRPC);
 //! - [`health`] — `/healthz`, `/readyz`, `/metrics`;
 //! - [`reads`] — общий конвейер чтения (область, курсоры, пределы) для всех входов;
 //! - [`error`] — [`ApiError`](error::ApiError) и его вид для клиента.
@@ -9,6 +10,7 @@
 pub mod error;
 pub mod graphql;
 pub mod health;
+pub mod otlp;
 pub mod reads;
 pub mod rest;
 
@@ -57,11 +59,15 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// Экспортёр метрик.
     pub metrics: PrometheusHandle,
+    /// Приём OTLP (память трасс).
+    pub otlp: otlp::OtlpState,
 }
 
 /// Собирает маршрутизатор со всеми слоями.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.settings.body_limit;
+    let grpc = otlp::grpc_router(state.clone());
+    let otlp_routes = otlp::routes(&state);
     Router::new()
         .route(
             "/graphql",
@@ -78,11 +84,15 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .layer(DefaultBodyLimit::max(body_limit))
+        // OTLP — со своим пределом тела (свой слой внутри `otlp::routes`).
+        .merge(otlp_routes)
         .layer(middleware::from_fn(track_request))
         // Паника в обработчике — 500 без подробностей, а не оборванное соединение.
         .layer(CatchPanicLayer::new())
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+        // gRPC OTLP на основном порту (HTTP/2 без TLS); пути gRPC ни с чем не пересекаются.
+        .merge(grpc)
 }
 
 /// Длительность запросов по маршрутам (`eventlog_http_request_duration_seconds`).
