@@ -171,6 +171,9 @@ pub fn plan_traces(spans: &[SpanInput<'_>]) -> HashMap<TraceKey, TracePlan> {
             is_agent: op == Operation::Agent,
             agent: own_agent(s.span, op),
             start: start_time(s.span),
+            handoff_to: (op == Operation::Tool)
+                .then(|| tool_name(s.span).strip_prefix("transfer_to_").map(str::to_owned))
+                .flatten(),
         });
     }
     plans
@@ -233,6 +236,19 @@ fn own_agent(span: &Span, op: Operation) -> Option<String> {
                 .flatten()
         })
         .map(|a| clip(&a, MAX_NAME_LEN))
+}
+
+/// Имя инструмента: `gen_ai.tool.name`, `tool.name` (OpenInference), иначе из имени
+/// спана (`tools/call X` у MCP, `execute_tool X`).
+fn tool_name(span: &Span) -> String {
+    let name = first_text(&span.attributes, &["gen_ai.tool.name", "tool.name"]).unwrap_or_else(|| {
+        let n = &span.name;
+        n.strip_prefix("tools/call ")
+            .or_else(|| n.strip_prefix("execute_tool "))
+            .unwrap_or(n)
+            .to_owned()
+    });
+    clip(if name.is_empty() { "unknown" } else { &name }, MAX_NAME_LEN)
 }
 
 fn nanos(t: u64) -> Option<DateTime<Utc>> {
@@ -336,6 +352,15 @@ pub fn map_spans(
             if outer.agent == inner.agent
                 || !(new.contains(&inner.span_id[..]) || new.contains(&outer.span_id[..]))
             {
+                continue;
+            }
+            // Передачу уже отметил инструмент transfer_to_<агент> того же внешнего агента.
+            let announced = view.nodes.values().any(|n| {
+                n.handoff_to.is_some()
+                    && n.handoff_to == inner.agent
+                    && view.enclosing_agent(&n.span_id).map(|a| &a.span_id) == Some(&outer.span_id)
+            });
+            if announced {
                 continue;
             }
             let (from, to) = (outer.agent.clone().unwrap_or_default(), inner.agent.clone());
@@ -514,15 +539,7 @@ impl<'a, 'b> SpanMapper<'a, 'b> {
     }
 
     fn tool_name(&self) -> String {
-        let a = self.attrs();
-        let name = first_text(a, &["gen_ai.tool.name", "tool.name"]).unwrap_or_else(|| {
-            let n = &self.s.span.name;
-            n.strip_prefix("tools/call ")
-                .or_else(|| n.strip_prefix("execute_tool "))
-                .unwrap_or(n)
-                .to_owned()
-        });
-        clip(if name.is_empty() { "unknown" } else { &name }, MAX_NAME_LEN)
+        tool_name(self.s.span)
     }
 
     /// Все события спана.

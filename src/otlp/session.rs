@@ -48,6 +48,8 @@ pub struct Node {
     pub agent: Option<String>,
     /// Начало спана.
     pub start: DateTime<Utc>,
+    /// Агент, которому передаёт управление инструмент `transfer_to_<агент>`.
+    pub handoff_to: Option<String>,
 }
 
 /// Что известно о трассе после учёта запроса.

@@ -210,14 +210,34 @@ fn nested_agent_and_transfer_tool_switch_agents_in_either_arrival_order() {
             .map(|e| (e.agent_id.clone(), e.payload["reason"].clone()))
             .collect()
     };
+    // Передачу отмечает инструмент; вложенный спан того же агента второй смены не даёт.
     assert_eq!(
         switched(&first),
         [(Some("billing".into()), json!("handoff_tool"))]
     );
+    assert_eq!(switched(&second), []);
+    // Без инструмента передачи смену даёт вложенность, в каком бы порядке ни пришли спаны.
+    let mut mem = SessionMemory::new(16);
+    let a = map(&req(vec![inner.clone()]), &user(None), &mut mem);
+    let b = map(&req(vec![outer.clone()]), &user(None), &mut mem);
+    assert_eq!(switched(&a), []);
     assert_eq!(
-        switched(&second),
+        switched(&b),
         [(Some("billing".into()), json!("nested_agent_span"))]
     );
+    let c = map(
+        &req(vec![outer.clone(), inner.clone()]),
+        &user(None),
+        &mut SessionMemory::new(16),
+    );
+    let switch_ids = |m: &Mapped| -> Vec<Uuid> {
+        m.events
+            .iter()
+            .filter(|e| e.event_type == "AGENT_SWITCHED")
+            .map(|e| e.id)
+            .collect()
+    };
+    assert_eq!(switch_ids(&c), switch_ids(&b));
     // Все вместе: те же события с теми же id.
     let together = map(
         &req(vec![inner, handoff, outer]),

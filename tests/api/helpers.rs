@@ -173,6 +173,8 @@ impl Drop for TestDb {
 /// Запущенный сервер.
 pub struct TestApp {
     pub addr: String,
+    /// Отдельный OTLP/gRPC-адрес, если `otlp_grpc_listen` задан.
+    pub grpc_addr: Option<String>,
     pub ws_url: String,
     pub keys: JwtKeys,
     pub store: Store,
@@ -196,6 +198,7 @@ pub async fn spawn_app_with(backend: &Backend, tweak: impl FnOnce(&mut Settings)
     tweak(&mut settings);
     let app = Application::build(settings).await.expect("build app");
     let port = app.port();
+    let grpc_addr = app.grpc_port().map(|p| format!("http://127.0.0.1:{p}"));
     let keys = app.keys();
     let store = app.store();
     let stream = app.stream();
@@ -203,6 +206,7 @@ pub async fn spawn_app_with(backend: &Backend, tweak: impl FnOnce(&mut Settings)
     let handle = tokio::spawn(app.run_until_stopped());
     TestApp {
         addr: format!("http://127.0.0.1:{port}"),
+        grpc_addr,
         ws_url: format!("ws://127.0.0.1:{port}/graphql/ws"),
         keys,
         store,

@@ -13,6 +13,7 @@ mod ingest;
 mod isolation;
 mod logger;
 mod migrations;
+mod otlp;
 mod pagination;
 mod queries;
 mod rest;
