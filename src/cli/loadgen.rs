@@ -5,6 +5,8 @@
 //!   задержка `log_event` p50/p99.
 //! - `--target reads`: засевает N строк и меряет страницу из 50 строк с фильтром и
 //!   аналитику проекта за 7 дней (p50/p95), печатает планы EXPLAIN.
+//! - `--target otlp`: спаны в секунду через OTLP/HTTP protobuf рядом с событиями в
+//!   секунду мутации (см. `otlp_bench`).
 
 use std::time::{Duration, Instant};
 
@@ -31,6 +33,8 @@ pub enum Target {
     Inprocess,
     /// Чтение на засеянной базе.
     Reads,
+    /// OTLP/HTTP protobuf против мутации через встроенный сервер.
+    Otlp,
 }
 
 /// Способ записи для `inprocess`.
@@ -79,6 +83,12 @@ pub struct LoadgenArgs {
     /// Для reads: сколько раз выполнить каждый запрос.
     #[arg(long, default_value_t = 50)]
     pub iterations: usize,
+    /// Для otlp: спанов в одном запросе.
+    #[arg(long, default_value_t = 512)]
+    pub spans_per_request: usize,
+    /// Для otlp: одновременных соединений.
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
 }
 
 /// Запуск.
@@ -93,6 +103,7 @@ pub async fn run(args: LoadgenArgs) -> Result<()> {
     match args.target {
         Target::Inprocess => inprocess(&store, &args).await,
         Target::Reads => reads(&store, &args).await,
+        Target::Otlp => super::otlp_bench::run(&store, &args).await,
     }
 }
 

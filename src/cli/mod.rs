@@ -3,6 +3,7 @@
 
 pub mod demo;
 pub mod loadgen;
+pub mod otlp_bench;
 
 use std::path::PathBuf;
 
