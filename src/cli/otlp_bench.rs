@@ -78,7 +78,10 @@ fn agent_trace(n: usize) -> (Vec<u8>, usize) {
                     kv("gen_ai.tool.name", s("web_search")),
                     kv("gen_ai.tool.type", s("function")),
                     kv("gen_ai.tool.call.id", s(&format!("call_{i}"))),
-                    kv("gen_ai.tool.call.arguments", s(r#"{"query":"latest results","limit":5}"#)),
+                    kv(
+                        "gen_ai.tool.call.arguments",
+                        s(r#"{"query":"latest results","limit":5}"#),
+                    ),
                 ],
             )
         } else {
@@ -150,10 +153,19 @@ impl Conn {
     async fn open(addr: SocketAddr) -> Result<Self> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
-        Ok(Self { stream, buf: Vec::new() })
+        Ok(Self {
+            stream,
+            buf: Vec::new(),
+        })
     }
 
-    async fn post(&mut self, path: &str, token: &str, content_type: &str, body: &[u8]) -> Result<(u16, Vec<u8>)> {
+    async fn post(
+        &mut self,
+        path: &str,
+        token: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<(u16, Vec<u8>)> {
         let head = format!(
             "POST {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\n\
              Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
@@ -164,12 +176,17 @@ impl Conn {
         loop {
             if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 let head = String::from_utf8_lossy(&self.buf[..end]).to_string();
-                let status: u16 = head.split(' ').nth(1).and_then(|x| x.parse().ok()).context("status line")?;
+                let status: u16 = head
+                    .split(' ')
+                    .nth(1)
+                    .and_then(|x| x.parse().ok())
+                    .context("status line")?;
                 let len: usize = head
                     .lines()
                     .find_map(|l| {
                         let (k, v) = l.split_once(':')?;
-                        k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse().ok())?
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse().ok())?
                     })
                     .context("content-length")?;
                 while self.buf.len() < end + 4 + len {
@@ -195,7 +212,14 @@ impl Conn {
 }
 
 /// Прогоняет тела по `connections` соединениям; секунды до последнего ответа.
-async fn drive(addr: SocketAddr, token: &str, path: &'static str, ct: &'static str, bodies: Vec<Vec<u8>>, connections: usize) -> Result<f64> {
+async fn drive(
+    addr: SocketAddr,
+    token: &str,
+    path: &'static str,
+    ct: &'static str,
+    bodies: Vec<Vec<u8>>,
+    connections: usize,
+) -> Result<f64> {
     let queue = std::sync::Arc::new(std::sync::Mutex::new(bodies));
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -209,10 +233,18 @@ async fn drive(addr: SocketAddr, token: &str, path: &'static str, ct: &'static s
                     return Ok::<_, anyhow::Error>(());
                 };
                 let (status, resp) = conn.post(path, &token, ct, &body).await?;
-                ensure!(status == 200, "{path}: HTTP {status}: {}", String::from_utf8_lossy(&resp));
+                ensure!(
+                    status == 200,
+                    "{path}: HTTP {status}: {}",
+                    String::from_utf8_lossy(&resp)
+                );
                 // Частичный успех (protobuf непустой) или ошибки GraphQL — провал замера.
                 ensure!(
-                    if ct == "application/json" { !resp.windows(8).any(|w| w == b"\"errors\"") } else { resp.is_empty() },
+                    if ct == "application/json" {
+                        !resp.windows(8).any(|w| w == b"\"errors\"")
+                    } else {
+                        resp.is_empty()
+                    },
                     "{path}: not fully accepted: {}",
                     String::from_utf8_lossy(&resp)
                 );
@@ -252,12 +284,19 @@ pub async fn run(store: &Store, args: &LoadgenArgs) -> Result<()> {
     settings.no_migrate = true;
     settings.batch_size = args.batch_size;
     settings.otlp_body_limit = 64 * 1024 * 1024;
-    let app = Application::build(settings).await.context("while starting the server")?;
+    let app = Application::build(settings)
+        .await
+        .context("while starting the server")?;
     let addr: SocketAddr = ([127, 0, 0, 1], app.port()).into();
     let project = Uuid::now_v7();
     let token = app
         .keys()
-        .mint("bench", Role::User, Some(vec![project]), chrono::Duration::hours(2))
+        .mint(
+            "bench",
+            Role::User,
+            Some(vec![project]),
+            chrono::Duration::hours(2),
+        )
         .context("while minting a token")?;
     let cancel = app.shutdown_token();
     let server = tokio::spawn(app.run_until_stopped());
@@ -270,14 +309,29 @@ pub async fn run(store: &Store, args: &LoadgenArgs) -> Result<()> {
             phases.reverse();
         }
         for phase in phases {
-            store.connection().execute_unprepared("TRUNCATE event_logs RESTART IDENTITY").await?;
+            store
+                .connection()
+                .execute_unprepared("TRUNCATE event_logs RESTART IDENTITY")
+                .await?;
             store.connection().execute_unprepared("CHECKPOINT").await.ok();
             if phase == "otlp" {
-                let (bodies, events): (Vec<_>, Vec<_>) = (0..requests).map(|_| agent_trace(spans_per_request)).unzip();
+                let (bodies, events): (Vec<_>, Vec<_>) =
+                    (0..requests).map(|_| agent_trace(spans_per_request)).unzip();
                 let events: usize = events.iter().sum();
-                let secs = drive(addr, &token, "/v1/traces", "application/x-protobuf", bodies, connections).await?;
+                let secs = drive(
+                    addr,
+                    &token,
+                    "/v1/traces",
+                    "application/x-protobuf",
+                    bodies,
+                    connections,
+                )
+                .await?;
                 let stored = count(store).await?;
-                ensure!(stored as usize == events, "otlp: {stored} rows stored, {events} expected");
+                ensure!(
+                    stored as usize == events,
+                    "otlp: {stored} rows stored, {events} expected"
+                );
                 let spans = (requests * spans_per_request) as f64;
                 span_rates.push(spans / secs);
                 otlp_event_rates.push(events as f64 / secs);
@@ -294,7 +348,10 @@ pub async fn run(store: &Store, args: &LoadgenArgs) -> Result<()> {
                     .collect();
                 let secs = drive(addr, &token, "/graphql", "application/json", bodies, connections).await?;
                 let stored = count(store).await?;
-                ensure!(stored as usize == total, "mutation: {stored} rows stored, {total} expected");
+                ensure!(
+                    stored as usize == total,
+                    "mutation: {stored} rows stored, {total} expected"
+                );
                 mutation_rates.push(total as f64 / secs);
                 println!(
                     "round {round}: ingestEvents         {:>8.0} events/s ({total} events in batches of {MUTATION_BATCH}, {secs:.2} s)",

@@ -13,8 +13,8 @@
 //! - иначе → сессия, выведенная из трассы; разговор, который придёт позже с этой
 //!   трассой, принимает её сессию (и следующие трассы разговора попадают туда же).
 //!
-//! Граница: таблицы ограничены ([`SessionMemory::new`]), старейшие записи
-//! вытесняются; память у каждого экземпляра своя и не переживает перезапуск. Трасса,
+//! Граница: таблицы ограничены ([`SessionMemory::new`], [`MAX_NODES_TOTAL`]),
+//! старейшие записи вытесняются; память у каждого экземпляра своя и не переживает перезапуск. Трасса,
 //! забытая между запросами, получает сессию заново по тем же правилам.
 
 use std::collections::{HashMap, VecDeque};
@@ -79,6 +79,9 @@ impl TraceView {
 
 /// Наибольшее число узлов, которое помнится на трассу.
 pub const MAX_NODES_PER_TRACE: usize = 4096;
+/// Наибольшее число узлов во всей памяти (порядка 100 байт на узел): сверх него
+/// вытесняются старейшие трассы.
+pub const MAX_NODES_TOTAL: usize = 500_000;
 
 #[derive(Debug)]
 struct TraceEntry {
@@ -94,6 +97,8 @@ pub struct SessionMemory {
     trace_order: VecDeque<TraceKey>,
     conversations: HashMap<(Uuid, String, String), Uuid>,
     conversation_order: VecDeque<(Uuid, String, String)>,
+    /// Узлов во всех трассах.
+    total_nodes: usize,
 }
 
 impl SessionMemory {
@@ -105,6 +110,7 @@ impl SessionMemory {
             trace_order: VecDeque::new(),
             conversations: HashMap::new(),
             conversation_order: VecDeque::new(),
+            total_nodes: 0,
         }
     }
 
@@ -127,13 +133,25 @@ impl SessionMemory {
         let session_id = entry.session_id;
         for n in nodes {
             if entry.nodes.len() < MAX_NODES_PER_TRACE || entry.nodes.contains_key(&n.span_id) {
-                entry.nodes.insert(n.span_id.clone(), n);
+                let id = n.span_id.clone();
+                if entry.nodes.insert(id, n).is_none() {
+                    self.total_nodes += 1;
+                }
             }
         }
         let view = TraceView {
             session_id,
             nodes: entry.nodes.clone(),
         };
+        // Общий бюджет узлов: вытесняем старейшие трассы (текущая уже в `view`).
+        while self.total_nodes > MAX_NODES_TOTAL {
+            let Some(old) = self.trace_order.pop_front() else {
+                break;
+            };
+            if let Some(e) = self.traces.remove(&old) {
+                self.total_nodes -= e.nodes.len();
+            }
+        }
         // Разговор, впервые встреченный с уже решённой трассой, принимает её сессию.
         if let Some(ck) = conv_key
             && !self.conversations.contains_key(&ck)
@@ -152,7 +170,9 @@ impl SessionMemory {
         while self.traces.len() >= self.capacity {
             match self.trace_order.pop_front() {
                 Some(old) => {
-                    self.traces.remove(&old);
+                    if let Some(e) = self.traces.remove(&old) {
+                        self.total_nodes -= e.nodes.len();
+                    }
                 }
                 None => break,
             }

@@ -658,3 +658,74 @@ impl TableLock {
         }
     }
 }
+
+async fn log_records_become_log_and_error_events_in_their_trace_session(b: Backend) {
+    let app = spawn_app(&b).await;
+    let p = Uuid::now_v7();
+    let alice = app.token("alice", Role::User, &[p]);
+    // Arrange: трасса агента с разговором уже пришла.
+    post_proto(
+        &app,
+        &alice,
+        &request(vec![], vec![agent(7, 1, "triage", Some("conv-logs"))]),
+    )
+    .await;
+    let now = chrono::Utc::now().timestamp_nanos_opt().unwrap().to_string();
+    let body = json!({"resourceLogs": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "svc"}}]},
+    "scopeLogs": [{"scope": {"name": "agent"}, "logRecords": [
+        {"timeUnixNano": now, "severityNumber": "SEVERITY_NUMBER_WARN", "body": {"stringValue": "slow tool"},
+         "traceId": hex(&[7; 16]), "spanId": "0000000000000001", "eventName": "gen_ai.tool.slow",
+         "attributes": [{"key": "x", "value": {}}]},
+        {"timeUnixNano": now, "severityNumber": 17, "severityText": "ERROR",
+         "attributes": [{"key": "exception.type", "value": {"stringValue": "KeyError"}},
+                        {"key": "exception.message", "value": {"stringValue": "missing"}},
+                        {"key": "gen_ai.conversation.id", "value": {"stringValue": "conv-logs"}}]},
+        {"timeUnixNano": now, "traceId": "bad"},
+    ]}]}]});
+    // Act
+    let r = app
+        .client
+        .post(format!("{}/v1/logs", app.addr))
+        .bearer_auth(&alice)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    // Assert: одна испорченная запись отвергнута, две приняты.
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["partialSuccess"]["rejectedLogRecords"], "1", "{v}");
+    let session = ids::conversation_session(p, "alice", "conv-logs").to_string();
+    let evs = events(&app, &alice, p, json!({"eventTypes": ["LOG", "ERROR"]})).await;
+    assert_eq!(evs.len(), 2, "{evs:#?}");
+    let log = evs.iter().find(|e| e["eventType"] == "LOG").unwrap();
+    assert_eq!(log["sessionId"], session.as_str());
+    assert_eq!(log["agentId"], "triage");
+    assert_eq!(log["payload"]["severity"], "WARN");
+    assert_eq!(log["payload"]["body"], "slow tool");
+    assert_eq!(log["payload"]["event_name"], "gen_ai.tool.slow");
+    assert_eq!(log["payload"]["span_id"], "0000000000000001");
+    let err = evs.iter().find(|e| e["eventType"] == "ERROR").unwrap();
+    assert_eq!(err["errorCode"], "KeyError");
+    assert_eq!(err["sessionId"], session.as_str());
+    assert_eq!(err["payload"]["error_message"], "missing");
+    // Повтор тех же записей (protobuf того же содержания тоже) ничего не добавляет.
+    let r = app
+        .client
+        .post(format!("{}/v1/logs", app.addr))
+        .bearer_auth(&alice)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        events(&app, &alice, p, json!({"eventTypes": ["LOG", "ERROR"]}))
+            .await
+            .len(),
+        2
+    );
+}
+both!(log_records_become_log_and_error_events_in_their_trace_session);
