@@ -305,31 +305,17 @@ async fn http_traces(State(state): State<AppState>, headers: HeaderMap, body: By
             ),
             Encoding::Json => {
                 let d = json::traces(&body).map_err(|e| Refusal::BadRequest(e.0))?;
-                let mut out = Mapped::default();
-                out.rejected = d.rejected.len();
-                out.messages = d.rejected.into_iter().take(10).collect();
-                (d.request, out)
+                (d.request, Mapped::with_rejections(d.rejected))
             }
         };
         ingest_traces(&state, &headers, req, out).await
     }
     .await;
     match result {
-        Ok(out) => {
-            let message = out.message("spans");
-            let resp = ExportTraceServiceResponse {
-                partial_success: (out.rejected > 0 || !message.is_empty()).then(|| {
-                    ExportTracePartialSuccess {
-                        rejected_spans: out.rejected as i64,
-                        error_message: message.clone(),
-                    }
-                }),
-            };
-            match enc {
-                Encoding::Protobuf => protobuf_ok(resp.encode_to_vec()),
-                Encoding::Json => json_ok(partial_json("rejectedSpans", &out, &message)),
-            }
-        }
+        Ok(out) => match enc {
+            Encoding::Protobuf => protobuf_ok(trace_response(&out).encode_to_vec()),
+            Encoding::Json => json_ok(partial_json("rejectedSpans", &out, &out.message("spans"))),
+        },
         Err(r) => refusal_response(r, enc),
     }
 }
@@ -349,32 +335,44 @@ async fn http_logs(State(state): State<AppState>, headers: HeaderMap, body: Byte
             ),
             Encoding::Json => {
                 let d = json::logs(&body).map_err(|e| Refusal::BadRequest(e.0))?;
-                let mut out = Mapped::default();
-                out.rejected = d.rejected.len();
-                out.messages = d.rejected.into_iter().take(10).collect();
-                (d.request, out)
+                (d.request, Mapped::with_rejections(d.rejected))
             }
         };
         ingest_logs(&state, &headers, req, out).await
     }
     .await;
     match result {
-        Ok(out) => {
-            let message = out.message("log records");
-            let resp = ExportLogsServiceResponse {
-                partial_success: (out.rejected > 0 || !message.is_empty()).then(|| {
-                    ExportLogsPartialSuccess {
-                        rejected_log_records: out.rejected as i64,
-                        error_message: message.clone(),
-                    }
-                }),
-            };
-            match enc {
-                Encoding::Protobuf => protobuf_ok(resp.encode_to_vec()),
-                Encoding::Json => json_ok(partial_json("rejectedLogRecords", &out, &message)),
-            }
-        }
+        Ok(out) => match enc {
+            Encoding::Protobuf => protobuf_ok(logs_response(&out).encode_to_vec()),
+            Encoding::Json => json_ok(partial_json(
+                "rejectedLogRecords",
+                &out,
+                &out.message("log records"),
+            )),
+        },
         Err(r) => refusal_response(r, enc),
+    }
+}
+
+/// Ответ на спаны: `partial_success`, только если есть отказы или предупреждение.
+fn trace_response(out: &Mapped) -> ExportTraceServiceResponse {
+    let message = out.message("spans");
+    ExportTraceServiceResponse {
+        partial_success: (out.rejected > 0 || !message.is_empty()).then_some(ExportTracePartialSuccess {
+            rejected_spans: out.rejected as i64,
+            error_message: message,
+        }),
+    }
+}
+
+/// Ответ на записи журнала (правило то же).
+fn logs_response(out: &Mapped) -> ExportLogsServiceResponse {
+    let message = out.message("log records");
+    ExportLogsServiceResponse {
+        partial_success: (out.rejected > 0 || !message.is_empty()).then_some(ExportLogsPartialSuccess {
+            rejected_log_records: out.rejected as i64,
+            error_message: message,
+        }),
     }
 }
 
@@ -557,13 +555,7 @@ impl TraceService for Grpc {
         let out = ingest_traces(&self.0, &headers, request.into_inner(), Mapped::default())
             .await
             .map_err(Refusal::into_status)?;
-        let message = out.message("spans");
-        Ok(tonic::Response::new(ExportTraceServiceResponse {
-            partial_success: (out.rejected > 0 || !message.is_empty()).then(|| ExportTracePartialSuccess {
-                rejected_spans: out.rejected as i64,
-                error_message: message,
-            }),
-        }))
+        Ok(tonic::Response::new(trace_response(&out)))
     }
 }
 
@@ -577,12 +569,6 @@ impl LogsService for Grpc {
         let out = ingest_logs(&self.0, &headers, request.into_inner(), Mapped::default())
             .await
             .map_err(Refusal::into_status)?;
-        let message = out.message("log records");
-        Ok(tonic::Response::new(ExportLogsServiceResponse {
-            partial_success: (out.rejected > 0 || !message.is_empty()).then(|| ExportLogsPartialSuccess {
-                rejected_log_records: out.rejected as i64,
-                error_message: message,
-            }),
-        }))
+        Ok(tonic::Response::new(logs_response(&out)))
     }
 }

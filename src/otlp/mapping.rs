@@ -284,6 +284,15 @@ fn clip(s: &str, max_chars: usize) -> String {
 }
 
 impl Mapped {
+    /// Начальный результат с отказами, найденными при чтении тела.
+    pub fn with_rejections(messages: Vec<String>) -> Self {
+        Self {
+            rejected: messages.len(),
+            messages: messages.into_iter().take(10).collect(),
+            ..Default::default()
+        }
+    }
+
     fn reject(&mut self, message: String) {
         self.rejected += 1;
         if self.messages.len() < 10 {
