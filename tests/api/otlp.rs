@@ -729,3 +729,40 @@ async fn log_records_become_log_and_error_events_in_their_trace_session(b: Backe
     );
 }
 both!(log_records_become_log_and_error_events_in_their_trace_session);
+
+async fn grpc_full_queue_is_resource_exhausted_with_retry_info(b: Backend) {
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+    let app = spawn_app_with(&b, |s| s.queue_capacity = 4).await;
+    let p = Uuid::now_v7();
+    let alice = app.token("alice", Role::User, &[p]);
+    let mut client = TraceServiceClient::connect(app.addr.clone())
+        .await
+        .expect("gRPC connect");
+    let call = |req: ExportTraceServiceRequest| {
+        let mut r = tonic::Request::new(req);
+        r.metadata_mut()
+            .insert("authorization", format!("Bearer {alice}").parse().unwrap());
+        r
+    };
+    // Пять спанов дают десять событий — больше, чем вмещает очередь.
+    let spans = (1..=5).map(|i| tool(8, i, 0, "t")).collect();
+    let err = client.export(call(request(vec![], spans))).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    // google.rpc.Status с RetryInfo в деталях.
+    let details = err.details();
+    assert!(
+        details
+            .windows(b"google.rpc.RetryInfo".len())
+            .any(|w| w == b"google.rpc.RetryInfo"),
+        "{details:?}"
+    );
+    assert!(events(&app, &alice, p, json!({})).await.is_empty());
+    // Помещающийся запрос принят, без частичного успеха.
+    let ok = client
+        .export(call(request(vec![], vec![tool(8, 9, 0, "t")])))
+        .await
+        .unwrap();
+    assert!(ok.into_inner().partial_success.is_none());
+    assert_eq!(events(&app, &alice, p, json!({})).await.len(), 2);
+}
+both!(grpc_full_queue_is_resource_exhausted_with_retry_info);
