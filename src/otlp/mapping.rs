@@ -405,6 +405,62 @@ pub fn map_spans(
     out.events[start..].sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
 }
 
+/// Атрибуты, которые отображение переносит всегда (колонки, разговор, код ошибки).
+const COMMON_KEYS: [&str; 6] = [
+    "gen_ai.operation.name",
+    "gen_ai.agent.id",
+    "gen_ai.agent.name",
+    "gen_ai.conversation.id",
+    "error.type",
+    "eventlog.event_type",
+];
+
+/// Атрибуты, которые отображение спана этого вида переносит в нагрузку.
+fn copied_keys(op: Operation) -> &'static [&'static str] {
+    match op {
+        Operation::Tool => &[
+            "gen_ai.tool.name",
+            "tool.name",
+            "gen_ai.tool.call.id",
+            "gen_ai.tool.type",
+            "gen_ai.tool.call.arguments",
+            "gen_ai.tool.call.result",
+            "input.value",
+            "output.value",
+        ],
+        Operation::Model => &[
+            "gen_ai.response.model",
+            "gen_ai.request.model",
+            "llm.model_name",
+            "gen_ai.provider.name",
+            "gen_ai.system",
+            "llm.provider",
+            "gen_ai.usage.input_tokens",
+            "gen_ai.usage.prompt_tokens",
+            "llm.token_count.prompt",
+            "gen_ai.usage.output_tokens",
+            "gen_ai.usage.completion_tokens",
+            "llm.token_count.completion",
+            "gen_ai.response.finish_reasons",
+        ],
+        Operation::Agent => &[
+            "gen_ai.input.messages",
+            "gen_ai.output.messages",
+            "input.value",
+            "output.value",
+        ],
+        Operation::Plan => &["eventlog.plan.steps"],
+        Operation::Retrieval => &[
+            "gen_ai.retrieval.query.text",
+            "gen_ai.retrieval.documents",
+            "retrieval.documents",
+            "gen_ai.data_source.id",
+            "input.value",
+        ],
+        Operation::Other => &[],
+    }
+}
+
 /// Строит события одного спана.
 struct SpanMapper<'a, 'b> {
     s: &'b SpanInput<'a>,
@@ -413,6 +469,8 @@ struct SpanMapper<'a, 'b> {
     op: Operation,
     agent: Option<String>,
     truncated: bool,
+    /// Размер атрибутов спана в protobuf (оценка размера нагрузки).
+    attr_bytes: usize,
 }
 
 impl<'a, 'b> SpanMapper<'a, 'b> {
@@ -422,6 +480,10 @@ impl<'a, 'b> SpanMapper<'a, 'b> {
             view.enclosing_agent(&s.span.span_id)
                 .and_then(|n| n.agent.clone())
         });
+        use prost::Message as _;
+        let attr_bytes = s.span.attributes.iter().map(|kv| kv.encoded_len()).sum::<usize>()
+            + s.span.name.len()
+            + s.span.events.iter().map(|e| e.encoded_len()).sum::<usize>();
         Self {
             s,
             view,
@@ -429,6 +491,7 @@ impl<'a, 'b> SpanMapper<'a, 'b> {
             op,
             agent,
             truncated: false,
+            attr_bytes,
         }
     }
 
@@ -518,8 +581,19 @@ impl<'a, 'b> SpanMapper<'a, 'b> {
             o["conversation_id"] = c.into();
         }
         if with_attributes {
+            // Только атрибуты, которые отображение не переложило в колонку или ключ
+            // нагрузки: копия не раздувает строку (размер строки — цена записи).
             let max = self.limits.max_attr_bytes;
-            o["attributes"] = Value::Object(attrs::object(self.attrs(), max, &mut self.truncated));
+            let copied = copied_keys(self.op);
+            let rest: Vec<KeyValue> = self
+                .attrs()
+                .iter()
+                .filter(|kv| !COMMON_KEYS.contains(&kv.key.as_str()) && !copied.contains(&kv.key.as_str()))
+                .cloned()
+                .collect();
+            if !rest.is_empty() {
+                o["attributes"] = Value::Object(attrs::object(&rest, max, &mut self.truncated));
+            }
         }
         o
     }
@@ -530,9 +604,12 @@ impl<'a, 'b> SpanMapper<'a, 'b> {
         if self.truncated {
             e.payload.insert("otel_truncated".into(), Value::Bool(true));
         }
-        // Слишком большая нагрузка: атрибуты спана уходят, событие помечается.
-        if serde_json::to_vec(&e.payload).map_or(0, |v| v.len())
-            > crate::model::validation::MAX_PAYLOAD_BYTES - 1024
+        // Слишком большая нагрузка: атрибуты спана уходят, событие помечается. Всё в
+        // нагрузке взято из атрибутов (не более двух копий, экранирование JSON — до 6×),
+        // так что у небольшого спана сериализацию для проверки можно пропустить.
+        let budget = crate::model::validation::MAX_PAYLOAD_BYTES - 1024;
+        if self.attr_bytes * 12 + 4096 > budget
+            && serde_json::to_vec(&e.payload).map_or(0, |v| v.len()) > budget
         {
             if let Some(Value::Object(o)) = e.payload.get_mut("otel") {
                 o.remove("attributes");

@@ -115,6 +115,17 @@ fn json_accepts_empty_anyvalue_base64_and_hex_ids_enum_names_and_int64_strings()
     assert_eq!(call.payload["otel"]["kind"], "client");
     assert_eq!(call.payload["otel"]["service_name"], "svc");
     assert_eq!(call.payload["otel"]["duration_ms"], 500.0);
+    // Неизвестные атрибуты сохраняются, перенесённые в нагрузку — не дублируются.
+    assert_eq!(call.payload["otel"]["attributes"]["x.unknown"]["a"], 1.5);
+    assert_eq!(
+        call.payload["otel"]["attributes"]["empty"],
+        serde_json::Value::Null
+    );
+    assert!(
+        call.payload["otel"]["attributes"]
+            .get("gen_ai.request.model")
+            .is_none()
+    );
     // Спан без операции GenAI, но с ошибкой → только ERROR.
     let err = out.events.iter().find(|e| e.event_type == "ERROR").unwrap();
     assert_eq!(err.error_code.as_deref(), Some("TimeoutError"));
