@@ -553,6 +553,17 @@ impl<'a, 'b> SpanMapper<'a, 'b> {
     }
 
     /// Блок `otel` нагрузки; `with_attributes` — со всеми атрибутами спана.
+    /// Короткий блок `otel` для событий начала спана (полный — у события конца).
+    fn otel_ids(&self) -> Value {
+        let sp = self.s.span;
+        json!({
+            "trace_id": hex(&sp.trace_id),
+            "span_id": hex(&sp.span_id),
+            "parent_span_id": if sp.parent_span_id.is_empty() { Value::Null } else { hex(&sp.parent_span_id).into() },
+            "name": sp.name,
+        })
+    }
+
     fn otel(&mut self, with_attributes: bool) -> Value {
         let sp = self.s.span;
         let status = sp.status.as_ref();
@@ -643,7 +654,7 @@ impl<'a, 'b> SpanMapper<'a, 'b> {
                 Operation::Tool => self.tool(start, end, failed, status, &mut out),
                 Operation::Agent => {
                     let task = hex(&sp.span_id);
-                    let otel = self.otel(false);
+                    let otel = self.otel_ids();
                     let input = self.json(&["gen_ai.input.messages", "input.value"]);
                     let e = self.event("TASK_STARTED", start);
                     out.push(self.finish(
@@ -733,7 +744,7 @@ impl<'a, 'b> SpanMapper<'a, 'b> {
         let call_id = text(a, "gen_ai.tool.call.id");
         let tool_type = text(a, "gen_ai.tool.type");
         let input = self.json(&["gen_ai.tool.call.arguments", "input.value"]);
-        let otel = self.otel(false);
+        let otel = self.otel_ids();
         let e = self.event("TOOL_REQUEST", start).tool(tool.clone());
         out.push(self.finish(
             e,
@@ -756,7 +767,7 @@ impl<'a, 'b> SpanMapper<'a, 'b> {
         if let Some(to) = tool.strip_prefix("transfer_to_").filter(|t| !t.is_empty())
             && !failed
         {
-            let otel = self.otel(false);
+            let otel = self.otel_ids();
             let mut e = self.event("AGENT_SWITCHED", end);
             let to = clip(to, MAX_NAME_LEN);
             e.agent_id = Some(to.clone());
