@@ -132,6 +132,12 @@ pub struct Settings {
         default_value = DEFAULT_CORS_ORIGINS
     )]
     pub cors_origins: Vec<String>,
+    /// Адрес отдельного OTLP/gRPC-порта (например 127.0.0.1:4317); gRPC доступен и на основном.
+    #[arg(long, env = "EVENTLOG_OTLP_GRPC_LISTEN")]
+    pub otlp_grpc_listen: Option<SocketAddr>,
+    /// Предел тела OTLP-запроса после распаковки, байт.
+    #[arg(long, env = "EVENTLOG_OTLP_BODY_LIMIT", default_value_t = 16 * 1024 * 1024)]
+    pub otlp_body_limit: usize,
 }
 
 /// Источники по умолчанию: dev-серверы примеров из `frontend-examples/`.
@@ -175,6 +181,8 @@ impl Settings {
             queue_share_per_token_percent: 50,
             max_replays_per_token: 4,
             cors_origins: DEFAULT_CORS_ORIGINS.split(',').map(str::to_owned).collect(),
+            otlp_grpc_listen: None,
+            otlp_body_limit: 16 * 1024 * 1024,
         }
     }
 

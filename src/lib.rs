@@ -16,11 +16,14 @@
 //! - [`redis_link`] — необязательный Redis: пробуждение экземпляров, общий кэш.
 //! - [`cache`] — точный кэш аналитики, ключ которого содержит голову журнала.
 //! - [`metrics`] — имена метрик и экспорт Prometheus.
+//! - [`otlp`] — приём OpenTelemetry: терпимое чтение OTLP/JSON и отображение спанов
+//!   и записей журнала в события каталога (без ввода-вывода).
 
 pub mod cache;
 pub mod logger;
 pub mod metrics;
 pub mod model;
+pub mod otlp;
 pub mod query;
 pub mod redis_link;
 pub mod storage;

@@ -65,6 +65,8 @@ pub struct DemoTokens {
 /// Собранное, но ещё не запущенное приложение.
 pub struct Application {
     listener: TcpListener,
+    /// Отдельный порт OTLP/gRPC (`EVENTLOG_OTLP_GRPC_LISTEN`), если задан.
+    grpc_listener: Option<TcpListener>,
     state: AppState,
     cancel: CancellationToken,
     tracker: TaskTracker,
@@ -146,6 +148,14 @@ impl Application {
         let listener = TcpListener::bind(settings.listen)
             .await
             .map_err(|e| StartupError::Bind(settings.listen, e))?;
+        let grpc_listener = match settings.otlp_grpc_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| StartupError::Bind(addr, e))?,
+            ),
+            None => None,
+        };
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         if settings.retention_days > 0 {
@@ -153,6 +163,7 @@ impl Application {
         }
         Ok(Self {
             listener,
+            grpc_listener,
             state: AppState {
                 api: api_ctx,
                 schema,
@@ -161,11 +172,20 @@ impl Application {
                 metrics,
                 shutdown: cancel.clone(),
                 connections: TaskTracker::new(),
+                otlp: api::otlp::OtlpState::default(),
             },
             cancel,
             tracker,
             demo,
         })
+    }
+
+    /// Порт отдельного OTLP/gRPC-слушателя, если он задан.
+    pub fn grpc_port(&self) -> Option<u16> {
+        self.grpc_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| a.port())
     }
 
     /// Занятый порт (в тестах адрес `:0`).
@@ -204,6 +224,19 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<ShutdownReport> {
         let stream = self.state.api.stream.clone();
         let connections = self.state.connections.clone();
+        if let Some(grpc) = self.grpc_listener {
+            let app = api::otlp::grpc_router(self.state.clone());
+            let cancel = self.cancel.clone();
+            tracing::info!(addr = ?grpc.local_addr().ok(), "Listening for OTLP/gRPC.");
+            self.tracker.spawn(async move {
+                let served = axum::serve(grpc, app)
+                    .with_graceful_shutdown(async move { cancel.cancelled().await })
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "OTLP/gRPC listener failed.");
+                }
+            });
+        }
         let router = api::router(self.state);
         tracing::info!(addr = ?self.listener.local_addr().ok(), "Listening.");
         let cancel = self.cancel.clone();

@@ -2,6 +2,7 @@
 //!
 //! - [`graphql`] — схема, `POST/GET /graphql`, websocket `/graphql/ws`;
 //! - [`rest`] — маршруты совместимости SPEC §6;
+//! - [`otlp`] — приём OpenTelemetry (OTLP/HTTP и OTLP/gRPC);
 //! - [`health`] — `/healthz`, `/readyz`, `/metrics`;
 //! - [`limits`] — пределы из настроек;
 //! - [`origin`] — CORS и проверка `Origin` websocket по `EVENTLOG_CORS_ORIGINS`;
@@ -13,6 +14,7 @@ pub mod graphql;
 pub mod health;
 pub mod limits;
 pub mod origin;
+pub mod otlp;
 pub mod reads;
 pub mod rest;
 
@@ -76,12 +78,16 @@ pub struct AppState {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// Задачи websocket-соединений; `run_until_stopped` ждёт их закрытия.
     pub connections: tokio_util::task::TaskTracker,
+    /// Приём OTLP (память трасс).
+    pub otlp: otlp::OtlpState,
 }
 
 /// Собирает маршрутизатор со всеми слоями.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.settings.body_limit;
     let cors = origin::cors_layer(&state.settings.cors_origins);
+    let grpc = otlp::grpc_router(state.clone());
+    let otlp_routes = otlp::routes(&state);
     Router::new()
         .route(
             "/graphql",
@@ -99,6 +105,8 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .layer(DefaultBodyLimit::max(body_limit))
+        // OTLP — со своим пределом тела (свой слой внутри `otlp::routes`).
+        .merge(otlp_routes)
         .layer(middleware::from_fn(track_request))
         // Паника в обработчике — 500 без подробностей, а не оборванное соединение.
         .layer(CatchPanicLayer::new())
@@ -106,6 +114,8 @@ pub fn router(state: AppState) -> Router {
         // Снаружи всех: предварительный OPTIONS отвечается здесь, до маршрутизации (иначе 405).
         .layer(cors)
         .with_state(state)
+        // gRPC OTLP на основном порту (HTTP/2 без TLS); пути gRPC ни с чем не пересекаются.
+        .merge(grpc)
 }
 
 /// Длительность запросов по маршрутам (`eventlog_http_request_duration_seconds`).

@@ -8,6 +8,8 @@
 //! - `--target reads`: засевает N строк и меряет страницу из 50 строк с фильтром и
 //!   аналитику проекта за 7 дней (p50/p95), печатает планы EXPLAIN.
 //! - `--target sqlite-sync`: SQLite, EventLogger при `synchronous=FULL` и `NORMAL`.
+//! - `--target otlp`: спаны в секунду через OTLP/HTTP protobuf рядом с событиями в
+//!   секунду мутации (см. `otlp_bench`).
 
 use std::time::{Duration, Instant};
 
@@ -38,6 +40,8 @@ pub enum Target {
     SqliteSync,
     /// Задержка «подтверждение → подписчик» на нескольких экземплярах сервера.
     Live,
+    /// OTLP/HTTP protobuf против мутации через встроенный сервер.
+    Otlp,
 }
 
 /// Способ записи для `inprocess`.
@@ -97,6 +101,12 @@ pub struct LoadgenArgs {
     /// Для live: параметры прогона.
     #[command(flatten)]
     pub live: super::livebench::LiveArgs,
+    /// Для otlp: спанов в одном запросе.
+    #[arg(long, default_value_t = 512)]
+    pub spans_per_request: usize,
+    /// Для otlp: одновременных соединений.
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
 }
 
 /// Запуск.
@@ -119,6 +129,7 @@ pub async fn run(args: LoadgenArgs) -> Result<()> {
         Target::Reads => reads(&store, &args).await,
         Target::SqliteSync => sqlite_sync(&args).await,
         Target::Live => super::livebench::run(&store, &args.database_url, &args.live).await,
+        Target::Otlp => super::otlp_bench::run(&store, &args).await,
     }
 }
 

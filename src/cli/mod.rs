@@ -4,6 +4,7 @@
 pub mod demo;
 pub mod livebench;
 pub mod loadgen;
+pub mod otlp_bench;
 
 use std::path::PathBuf;
 

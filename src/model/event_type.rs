@@ -38,10 +38,14 @@ pub enum EventType {
     TaskQueued,
     /// Задача взята из очереди.
     TaskDequeued,
+    /// Вызов модели (приём OpenTelemetry, спаны вывода).
+    ModelCall,
+    /// Запись журнала (приём OpenTelemetry, `/v1/logs`).
+    Log,
 }
 
 impl EventType {
-    /// Весь каталог по порядку SPEC §3.
+    /// Каталог агентной среды по порядку SPEC §3 (без [`EventType::OTLP_ONLY`]).
     pub const ALL: [EventType; 16] = [
         Self::AgentSwitched,
         Self::DirectAgentCall,
@@ -60,6 +64,10 @@ impl EventType {
         Self::TaskQueued,
         Self::TaskDequeued,
     ];
+
+    /// Типы, которые приходят только через приём OpenTelemetry: агентная среда их
+    /// не испускает, поэтому их нет в [`EventType::ALL`] (демо проверяет его целиком).
+    pub const OTLP_ONLY: [EventType; 2] = [Self::ModelCall, Self::Log];
 
     /// Имя типа в том виде, в каком оно хранится.
     pub fn as_str(self) -> &'static str {
@@ -80,6 +88,8 @@ impl EventType {
             Self::ContextRetrieved => "CONTEXT_RETRIEVED",
             Self::TaskQueued => "TASK_QUEUED",
             Self::TaskDequeued => "TASK_DEQUEUED",
+            Self::ModelCall => "MODEL_CALL",
+            Self::Log => "LOG",
         }
     }
 }

@@ -106,6 +106,21 @@ pub struct ApprovalStats {
     pub timed_out: i64,
 }
 
+/// Использование модели: суммы по событиям MODEL_CALL одной модели.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, async_graphql::SimpleObject)]
+pub struct ModelUsage {
+    /// Модель (`payload.model`; `unknown`, если ключа нет или он не строка).
+    pub model: String,
+    /// Вызовов (событий MODEL_CALL).
+    pub calls: i64,
+    /// Сумма `payload.input_tokens` (учитываются только целые JSON-числа от 0 до 10^12 − 1).
+    pub input_tokens: i64,
+    /// Сумма `payload.output_tokens` (то же правило).
+    pub output_tokens: i64,
+    /// Вызовов с кодом ошибки.
+    pub errors: i64,
+}
+
 /// Аналитика проекта под фильтром.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, async_graphql::SimpleObject)]
 pub struct Analytics {
@@ -123,6 +138,8 @@ pub struct Analytics {
     pub timeline: Vec<TimelinePoint>,
     /// Согласования.
     pub approvals: ApprovalStats,
+    /// Модели по событиям MODEL_CALL: вызовы по убыванию, затем имя модели.
+    pub model_usage: Vec<ModelUsage>,
 }
 
 /// Счётчики одной группы до сборки ответа.
@@ -145,6 +162,7 @@ struct Parts {
     tools: Vec<(String, Counts)>,
     timeline: Vec<(DateTime<Utc>, Counts)>,
     agents: Vec<AgentInteraction>,
+    models: Vec<ModelUsage>,
 }
 
 /// Суммы по согласованиям и вызовам инструментов — общие для всех запросов.
@@ -188,10 +206,12 @@ impl Store {
         let mut parts = Parts::default();
         let agent_rows = if pg {
             let (main, agents_pg) = pg_statements(scope, filter, bucket);
-            let (rows, mixed) = tokio::try_join!(
+            let (rows, mixed, models) = tokio::try_join!(
                 self.query_with_work_mem(main),
                 self.query_with_work_mem(agents_pg),
+                async { Ok::<_, StorageError>(db.query_all_raw(models_statement(scope, filter, b)).await?) },
             )?;
+            parts.models = model_rows(&models)?;
             let mut agent_rows = Vec::with_capacity(mixed.len());
             for r in mixed {
                 if r.try_get::<i32>("", "g")? == 1 {
@@ -263,7 +283,7 @@ impl Store {
                 &format!("{bucket_expr} AS bucket, {SUMS}"),
                 " GROUP BY bucket",
             );
-            let (totals, types, codes, tools, timeline, agent_rows, session_row) = tokio::try_join!(
+            let (totals, types, codes, tools, timeline, agent_rows, session_row, models) = tokio::try_join!(
                 db.query_one_raw(totals.build()),
                 db.query_all_raw(types.build()),
                 db.query_all_raw(codes.build()),
@@ -271,7 +291,9 @@ impl Store {
                 db.query_all_raw(timeline.build()),
                 db.query_all_raw(agents.build()),
                 db.query_one_raw(sessions.build()),
+                db.query_all_raw(models_statement(scope, filter, b)),
             )?;
+            parts.models = model_rows(&models)?;
             let t = totals.ok_or_else(|| StorageError::Decode("no totals row".into()))?;
             parts.total = int(&t, "n")?;
             parts.errors = int(&t, "errors")?;
@@ -341,6 +363,8 @@ fn assemble(mut p: Parts) -> Analytics {
             .then_with(|| a.0.cmp(&b.0))
     });
     p.timeline.sort_by_key(|(t, _)| *t);
+    p.models
+        .sort_by(|a, b| b.calls.cmp(&a.calls).then_with(|| a.model.cmp(&b.model)));
     Analytics {
         total_events: p.total,
         sessions: p.sessions,
@@ -387,6 +411,7 @@ fn assemble(mut p: Parts) -> Analytics {
             rejected: p.approvals[2],
             timed_out: p.approvals[3],
         },
+        model_usage: p.models,
     }
 }
 
@@ -398,6 +423,70 @@ fn push_slice(sql: &mut Sql, scope: &ReadScope, filter: &EventFilter, cols: &str
         .push_scope(scope)
         .push_filter(filter)
         .push(extra);
+}
+
+/// Выражение «целое число токенов из ключа payload или 0» для базы. В сумму идут
+/// только целые JSON-числа от 0 до 10^12 − 1 (не строки, не дробные): одинаково на
+/// обеих базах, и мусор клиента не переполняет BIGINT суммы.
+fn tokens_sql(pg: bool, key: &str) -> String {
+    if pg {
+        // Текстовая форма jsonb-числа `100.0` — «100.0»: дробные не проходят, как и на SQLite.
+        format!(
+            "CASE WHEN jsonb_typeof(payload->'{key}') = 'number' \
+             AND (payload->>'{key}') ~ '^[0-9]{{1,12}}$' \
+             THEN CAST(payload->>'{key}' AS BIGINT) ELSE 0 END"
+        )
+    } else {
+        format!(
+            "CASE WHEN json_type(payload, '$.{key}') = 'integer' \
+             AND json_extract(payload, '$.{key}') BETWEEN 0 AND 999999999999 \
+             THEN json_extract(payload, '$.{key}') ELSE 0 END"
+        )
+    }
+}
+
+/// Инструкция `modelUsage`: группы MODEL_CALL по `payload.model` под областью и фильтром.
+fn models_statement(scope: &ReadScope, filter: &EventFilter, b: sea_orm::DbBackend) -> sea_orm::Statement {
+    let pg = b == sea_orm::DbBackend::Postgres;
+    let model = if pg {
+        "COALESCE(CASE WHEN jsonb_typeof(payload->'model') = 'string' THEN payload->>'model' END, 'unknown')"
+    } else {
+        "COALESCE(CASE WHEN json_type(payload, '$.model') = 'text' THEN json_extract(payload, '$.model') END, 'unknown')"
+    };
+    let mut sql = Sql::new(b);
+    sql.push(
+        "SELECT model, COUNT(*) AS n, COUNT(error_code) AS errors, \
+         CAST(COALESCE(SUM(input_tokens), 0) AS BIGINT) AS input_tokens, \
+         CAST(COALESCE(SUM(output_tokens), 0) AS BIGINT) AS output_tokens FROM (",
+    );
+    push_slice(
+        &mut sql,
+        scope,
+        filter,
+        &format!(
+            "{model} AS model, error_code, {} AS input_tokens, {} AS output_tokens",
+            tokens_sql(pg, "input_tokens"),
+            tokens_sql(pg, "output_tokens")
+        ),
+        " AND event_type = 'MODEL_CALL'",
+    );
+    sql.push(") m GROUP BY model");
+    sql.build()
+}
+
+/// Строки `modelUsage` (до сортировки).
+fn model_rows(rows: &[QueryResult]) -> Result<Vec<ModelUsage>, StorageError> {
+    rows.iter()
+        .map(|r| {
+            Ok(ModelUsage {
+                model: r.try_get("", "model")?,
+                calls: int(r, "n")?,
+                input_tokens: int(r, "input_tokens")?,
+                output_tokens: int(r, "output_tokens")?,
+                errors: int(r, "errors")?,
+            })
+        })
+        .collect()
 }
 
 /// Две инструкции аналитики PostgreSQL: разрезы GROUPING SETS и агенты с числом сессий.

@@ -173,3 +173,63 @@ async fn analytics_match_a_known_mix_field_by_field(b: Backend) {
     }
 }
 both!(analytics_match_a_known_mix_field_by_field);
+
+const MODELS: &str = "query($p: UUID!, $f: EventFilter) { analytics(projectId: $p, filter: $f) {
+  modelUsage { model calls inputTokens outputTokens errors } } }";
+
+async fn model_usage_sums_model_calls_per_model_in_order(b: Backend) {
+    // Arrange: вызовы трёх моделей, ошибка, мусорные токены, вызов без модели,
+    // событие другого типа с теми же ключами (не считается) и чужой пользователь.
+    let app = crate::helpers::spawn_app(&b).await;
+    let p = uuid::Uuid::now_v7();
+    let alice = app.token("alice", eventlog::query::Role::User, &[p]);
+    let bob = app.token("bob", eventlog::query::Role::User, &[p]);
+    let s = uuid::Uuid::now_v7();
+    let call = |payload: Value, code: Option<&str>| {
+        json!({"sessionId": s, "projectId": p, "eventType": "MODEL_CALL", "agentId": "a",
+               "payload": payload, "errorCode": code})
+    };
+    let events = json!([
+        call(json!({"model": "gpt-4o", "input_tokens": 100, "output_tokens": 20}), None),
+        call(json!({"model": "gpt-4o", "input_tokens": 50, "output_tokens": 5}), Some("rate_limit")),
+        call(json!({"model": "claude", "input_tokens": 7, "output_tokens": 3}), None),
+        call(json!({"model": "claude", "input_tokens": "9", "output_tokens": -4}), None),
+        call(json!({"model": "b-model", "input_tokens": 1e30, "output_tokens": 2}), None),
+        call(json!({"input_tokens": 1, "output_tokens": 2.5}), None),
+        {"sessionId": s, "projectId": p, "eventType": "TOOL_REQUEST",
+         "payload": {"model": "gpt-4o", "input_tokens": 1000}},
+    ]);
+    let r = app.ingest(&alice, events).await;
+    assert!(r["errors"].is_null(), "{r}");
+    let r = app
+        .ingest(
+            &bob,
+            json!([call(json!({"model": "gpt-4o", "input_tokens": 1}), None)]),
+        )
+        .await;
+    assert!(r["errors"].is_null(), "{r}");
+
+    // Act
+    let r = app.graphql(Some(&alice), MODELS, json!({"p": p})).await;
+    let none = app
+        .graphql(Some(&alice), MODELS, json!({"p": p, "f": {"hasError": true}}))
+        .await;
+
+    // Assert: вызовы по убыванию, затем модель; строки, дробные, отрицательные и огромные токены — 0.
+    assert_eq!(
+        r["data"]["analytics"]["modelUsage"],
+        json!([
+            {"model": "claude", "calls": 2, "inputTokens": 7, "outputTokens": 3, "errors": 0},
+            {"model": "gpt-4o", "calls": 2, "inputTokens": 150, "outputTokens": 25, "errors": 1},
+            {"model": "b-model", "calls": 1, "inputTokens": 0, "outputTokens": 2, "errors": 0},
+            {"model": "unknown", "calls": 1, "inputTokens": 1, "outputTokens": 0, "errors": 0},
+        ]),
+        "{r}"
+    );
+    assert_eq!(
+        none["data"]["analytics"]["modelUsage"],
+        json!([{"model": "gpt-4o", "calls": 1, "inputTokens": 50, "outputTokens": 5, "errors": 1}]),
+        "{none}"
+    );
+}
+both!(model_usage_sums_model_calls_per_model_in_order);

@@ -183,6 +183,8 @@ impl Drop for TestDb {
 /// Запущенный сервер.
 pub struct TestApp {
     pub addr: String,
+    /// Отдельный OTLP/gRPC-адрес, если `otlp_grpc_listen` задан.
+    pub grpc_addr: Option<String>,
     pub ws_url: String,
     pub keys: JwtKeys,
     pub store: Store,
@@ -226,6 +228,7 @@ async fn start_app(url: &str, db: Option<TestDb>, tweak: impl FnOnce(&mut Settin
     tweak(&mut settings);
     let app = Application::build(settings).await.expect("build app");
     let port = app.port();
+    let grpc_addr = app.grpc_port().map(|p| format!("http://127.0.0.1:{p}"));
     let keys = app.keys();
     let store = app.store();
     let stream = app.stream();
@@ -233,6 +236,7 @@ async fn start_app(url: &str, db: Option<TestDb>, tweak: impl FnOnce(&mut Settin
     let handle = tokio::spawn(app.run_until_stopped());
     TestApp {
         addr: format!("http://127.0.0.1:{port}"),
+        grpc_addr,
         ws_url: format!("ws://127.0.0.1:{port}/graphql/ws"),
         keys,
         store,

@@ -22,6 +22,7 @@ mod log;
 mod logger;
 mod migrations;
 mod newcomer;
+mod otlp;
 mod pagination;
 mod queries;
 mod rest;
