@@ -15,12 +15,39 @@ use crate::logger::backoff;
 use crate::redis_link::RedisLink;
 use crate::storage::{NOTIFY_CHANNEL, Store};
 
+/// Держит сессию слушателя: `session` работает, пока соединение живо; после
+/// обрыва — пауза с экспоненциальной задержкой и новая сессия, до отмены.
+async fn reconnecting<F, Fut, E>(what: &str, cap: Duration, cancel: CancellationToken, mut session: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let mut attempt = 0u32;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = session() => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, what, "Wake-up connection lost; reconnecting.");
+                }
+            }
+        }
+        let delay = backoff(Duration::from_millis(100), cap, attempt);
+        attempt = attempt.saturating_add(1);
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
 /// Слушает `NOTIFY eventlog_log` отдельным соединением PostgreSQL.
 pub(crate) async fn listen_postgres(store: Store, wake: Arc<Notify>, cancel: CancellationToken) {
     let pool = store.connection().get_postgres_connection_pool().clone();
-    let mut attempt = 0u32;
-    loop {
-        let session = async {
+    reconnecting("LISTEN", Duration::from_secs(5), cancel, || {
+        let (pool, wake) = (pool.clone(), wake.clone());
+        async move {
             let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
             listener.listen(NOTIFY_CHANNEL).await?;
             // После (пере)подключения могли пропустить уведомления: проверяем журнал.
@@ -31,30 +58,17 @@ pub(crate) async fn listen_postgres(store: Store, wake: Arc<Notify>, cancel: Can
             }
             #[allow(unreachable_code)]
             Ok::<(), sqlx::Error>(())
-        };
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            r = session => {
-                if let Err(e) = r {
-                    tracing::debug!(error = %e, "LISTEN connection lost; reconnecting.");
-                }
-            }
         }
-        let delay = backoff(Duration::from_millis(100), Duration::from_secs(5), attempt);
-        attempt = attempt.saturating_add(1);
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(delay) => {}
-        }
-    }
+    })
+    .await;
 }
 
 /// Подписывается на канал Redis `<prefix>log` и будит читателя на каждое сообщение.
 pub(crate) async fn listen_redis(link: RedisLink, wake: Arc<Notify>, cancel: CancellationToken) {
     let channel = link.key("log");
-    let mut attempt = 0u32;
-    loop {
-        let session = async {
+    reconnecting("Redis", Duration::from_secs(2), cancel, || {
+        let (link, wake, channel) = (link.clone(), wake.clone(), channel.clone());
+        async move {
             let mut pubsub = link.client().get_async_pubsub().await?;
             pubsub.subscribe(&channel).await?;
             wake.notify_one();
@@ -63,22 +77,9 @@ pub(crate) async fn listen_redis(link: RedisLink, wake: Arc<Notify>, cancel: Can
                 wake.notify_one();
             }
             Ok::<(), redis::RedisError>(())
-        };
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            r = session => {
-                if let Err(e) = r {
-                    tracing::debug!(error = %e, "Redis subscription lost; reconnecting.");
-                }
-            }
         }
-        let delay = backoff(Duration::from_millis(200), Duration::from_secs(2), attempt);
-        attempt = attempt.saturating_add(1);
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(delay) => {}
-        }
-    }
+    })
+    .await;
 }
 
 /// Публикует в Redis «есть новые фиксации». Сигналы от писателя сливаются:
