@@ -296,68 +296,89 @@ async fn commit(state: &AppState, out: &mut Mapped) -> Result<(), Refusal> {
     Ok(())
 }
 
-async fn http_traces(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let enc = match encoding(&headers) {
+/// Вид данных OTLP/HTTP: как читать JSON и как строить ответ protobuf. Общий
+/// путь запроса — [`http_export`].
+trait Signal: prost::Message + Default + Sized {
+    /// Что считать в сообщении о частичном приёме («spans», «log records»).
+    const NOUN: &'static str;
+    /// Поле JSON-ответа с числом отвергнутых элементов.
+    const REJECTED_FIELD: &'static str;
+    /// Терпимое чтение JSON: запрос и отвергнутые элементы.
+    fn from_json(body: &[u8]) -> Result<json::Decoded<Self>, json::DecodeError>;
+    /// Ответ protobuf с `partial_success`.
+    fn response(out: &Mapped) -> Vec<u8>;
+}
+
+impl Signal for ExportTraceServiceRequest {
+    const NOUN: &'static str = "spans";
+    const REJECTED_FIELD: &'static str = "rejectedSpans";
+    fn from_json(body: &[u8]) -> Result<json::Decoded<Self>, json::DecodeError> {
+        json::traces(body)
+    }
+    fn response(out: &Mapped) -> Vec<u8> {
+        trace_response(out).encode_to_vec()
+    }
+}
+
+impl Signal for ExportLogsServiceRequest {
+    const NOUN: &'static str = "log records";
+    const REJECTED_FIELD: &'static str = "rejectedLogRecords";
+    fn from_json(body: &[u8]) -> Result<json::Decoded<Self>, json::DecodeError> {
+        json::logs(body)
+    }
+    fn response(out: &Mapped) -> Vec<u8> {
+        logs_response(out).encode_to_vec()
+    }
+}
+
+/// Общий путь OTLP/HTTP: кодировка, распаковка, разбор, приём `ingest`, ответ в
+/// кодировке запроса.
+async fn http_export<S, F, Fut>(state: &AppState, headers: &HeaderMap, body: Bytes, ingest: F) -> Response
+where
+    S: Signal,
+    F: FnOnce(S, Mapped) -> Fut,
+    Fut: std::future::Future<Output = Result<Mapped, Refusal>>,
+{
+    let enc = match encoding(headers) {
         Ok(e) => e,
         Err(r) => return refusal_response(r, Encoding::Json),
     };
     let result = async {
-        let body = decompress(&headers, body, state.settings.otlp_body_limit)?;
+        let body = decompress(headers, body, state.settings.otlp_body_limit)?;
         let (req, out) = match enc {
             Encoding::Protobuf => (
-                ExportTraceServiceRequest::decode(body)
-                    .map_err(|e| Refusal::BadRequest(format!("body: invalid protobuf: {e}")))?,
+                S::decode(body).map_err(|e| Refusal::BadRequest(format!("body: invalid protobuf: {e}")))?,
                 Mapped::default(),
             ),
             Encoding::Json => {
-                let d = json::traces(&body).map_err(|e| Refusal::BadRequest(e.0))?;
+                let d = S::from_json(&body).map_err(|e| Refusal::BadRequest(e.0))?;
                 (d.request, Mapped::with_rejections(d.rejected))
             }
         };
-        ingest_traces(&state, &headers, req, out).await
+        ingest(req, out).await
     }
     .await;
     match result {
         Ok(out) => match enc {
-            Encoding::Protobuf => protobuf_ok(trace_response(&out).encode_to_vec()),
-            Encoding::Json => json_ok(partial_json("rejectedSpans", &out, &out.message("spans"))),
+            Encoding::Protobuf => protobuf_ok(S::response(&out)),
+            Encoding::Json => json_ok(partial_json(S::REJECTED_FIELD, &out, &out.message(S::NOUN))),
         },
         Err(r) => refusal_response(r, enc),
     }
 }
 
+async fn http_traces(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    http_export(&state, &headers, body, |req, out| {
+        ingest_traces(&state, &headers, req, out)
+    })
+    .await
+}
+
 async fn http_logs(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let enc = match encoding(&headers) {
-        Ok(e) => e,
-        Err(r) => return refusal_response(r, Encoding::Json),
-    };
-    let result = async {
-        let body = decompress(&headers, body, state.settings.otlp_body_limit)?;
-        let (req, out) = match enc {
-            Encoding::Protobuf => (
-                ExportLogsServiceRequest::decode(body)
-                    .map_err(|e| Refusal::BadRequest(format!("body: invalid protobuf: {e}")))?,
-                Mapped::default(),
-            ),
-            Encoding::Json => {
-                let d = json::logs(&body).map_err(|e| Refusal::BadRequest(e.0))?;
-                (d.request, Mapped::with_rejections(d.rejected))
-            }
-        };
-        ingest_logs(&state, &headers, req, out).await
-    }
-    .await;
-    match result {
-        Ok(out) => match enc {
-            Encoding::Protobuf => protobuf_ok(logs_response(&out).encode_to_vec()),
-            Encoding::Json => json_ok(partial_json(
-                "rejectedLogRecords",
-                &out,
-                &out.message("log records"),
-            )),
-        },
-        Err(r) => refusal_response(r, enc),
-    }
+    http_export(&state, &headers, body, |req, out| {
+        ingest_logs(&state, &headers, req, out)
+    })
+    .await
 }
 
 /// Ответ на спаны: `partial_success`, только если есть отказы или предупреждение.
