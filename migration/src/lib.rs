@@ -6,7 +6,8 @@
 //! `m20261204_000001_create_event_log` — журнал фиксаций (порядок событий для
 //! всех писателей) и головы проектов;
 //! `m20261204_000002_reject_out_of_range_dates` переносит строки с `created_at` вне
-//! [1970-01-01T00:00:00Z, сейчас + 5 минут] в таблицу отказов.
+//! [1970-01-01T00:00:00Z, сейчас + 5 минут] в таблицу отказов;
+//! `m20261205_000001_create_log_followers` — позиции потребителей журнала.
 //! `down` каждой миграции полностью отменяет её `up`.
 
 pub use sea_orm_migration::prelude::*;
@@ -19,6 +20,9 @@ pub use m20261204_000001_create_event_log::LOG_LOCK_KEY;
 mod m20261204_000002_reject_out_of_range_dates;
 
 pub use m20261204_000002_reject_out_of_range_dates::REASON as OUT_OF_RANGE_DATES_REASON;
+mod m20261205_000001_create_log_followers;
+
+pub use m20261205_000001_create_log_followers::{head_position_sql, lock_log_sql};
 
 /// Набор миграций eventlog по порядку применения.
 pub struct Migrator;
@@ -31,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20250101_000002_add_query_indexes::Migration),
             Box::new(m20261204_000001_create_event_log::Migration),
             Box::new(m20261204_000002_reject_out_of_range_dates::Migration),
+            Box::new(m20261205_000001_create_log_followers::Migration),
         ]
     }
 }

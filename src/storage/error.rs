@@ -19,6 +19,9 @@ pub enum StorageError {
     /// Неподдерживаемый URL базы.
     #[error("unsupported database url: {0}")]
     UnsupportedUrl(String),
+    /// Потребитель журнала не зарегистрирован (миграции не применены).
+    #[error("log follower {0} is not registered; run the migrations")]
+    UnknownFollower(String),
 }
 
 impl StorageError {

@@ -297,18 +297,40 @@ impl Store {
     /// `event_log_heads`: закэшированная аналитика с удалёнными событиями больше
     /// не найдётся ни на одном экземпляре.
     pub async fn purge_older_than(&self, cutoff: DateTime<Utc>, chunk: usize) -> Result<u64, StorageError> {
+        let b = self.backend();
+        let pg = b == sea_orm::DbBackend::Postgres;
         let mut total = 0;
         loop {
-            let mut sql = Sql::new(self.backend());
-            sql.push("DELETE FROM event_logs WHERE seq IN (SELECT seq FROM event_logs WHERE created_at < ")
-                .bind_ts(cutoff)
-                .push(&format!(" LIMIT {chunk})"));
             let txn = self.db.begin().await?;
-            let n = txn.execute_raw(sql.build()).await?.rows_affected();
+            // Порция — во временной таблице: потребители журнала (свёртки, сводки)
+            // вычитают ровно те строки, что удаляются ниже, в той же транзакции.
+            let mut chunk_sql = Sql::new(b);
+            if pg {
+                chunk_sql.push("CREATE TEMP TABLE purge_chunk ON COMMIT DROP AS ");
+            } else {
+                txn.execute_unprepared(
+                    "CREATE TEMP TABLE IF NOT EXISTS purge_chunk (seq INTEGER PRIMARY KEY)",
+                )
+                .await?;
+                txn.execute_unprepared("DELETE FROM purge_chunk").await?;
+                chunk_sql.push("INSERT INTO purge_chunk (seq) ");
+            }
+            chunk_sql
+                .push("SELECT seq FROM event_logs WHERE created_at < ")
+                .bind_ts(cutoff)
+                .push(&format!(" LIMIT {chunk}"));
+            let n = txn.execute_raw(chunk_sql.build()).await?.rows_affected();
             if n > 0 {
-                let mut bump = Sql::new(self.backend());
-                bump.push("UPDATE event_log_heads SET purged = purged + 1");
-                txn.execute_raw(bump.build()).await?;
+                for hook in super::follow::PURGE_HOOKS {
+                    hook(&txn).await?;
+                }
+                txn.execute_unprepared("DELETE FROM event_logs WHERE seq IN (SELECT seq FROM purge_chunk)")
+                    .await?;
+                txn.execute_unprepared("UPDATE event_log_heads SET purged = purged + 1")
+                    .await?;
+            }
+            if !pg {
+                txn.execute_unprepared("DELETE FROM purge_chunk").await?;
             }
             txn.commit().await?;
             total += n;

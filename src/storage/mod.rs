@@ -10,6 +10,7 @@ mod codec;
 pub mod entity;
 mod error;
 pub mod events;
+pub mod follow;
 pub mod log;
 mod repository;
 mod sql;
