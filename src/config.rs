@@ -138,6 +138,9 @@ pub struct Settings {
     /// Предел тела OTLP-запроса после распаковки, байт.
     #[arg(long, env = "EVENTLOG_OTLP_BODY_LIMIT", default_value_t = 16 * 1024 * 1024)]
     pub otlp_body_limit: usize,
+    /// Быстрый путь GraphQL для страниц событий (`false` — всё через общий исполнитель).
+    #[arg(long, env = "EVENTLOG_GRAPHQL_FAST_PATH", default_value_t = true, action = clap::ArgAction::Set)]
+    pub graphql_fast_path: bool,
 }
 
 /// Источники по умолчанию: dev-серверы примеров из `frontend-examples/`.
@@ -183,6 +186,7 @@ impl Settings {
             cors_origins: DEFAULT_CORS_ORIGINS.split(',').map(str::to_owned).collect(),
             otlp_grpc_listen: None,
             otlp_body_limit: 16 * 1024 * 1024,
+            graphql_fast_path: true,
         }
     }
 

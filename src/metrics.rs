@@ -33,6 +33,8 @@ pub const HTTP_REQUEST_DURATION: &str = "eventlog_http_request_duration_seconds"
 pub const CACHE_HITS: &str = "eventlog_analytics_cache_hits_total";
 /// Промахов кэша аналитики.
 pub const CACHE_MISSES: &str = "eventlog_analytics_cache_misses_total";
+/// Запросов GraphQL, обслуженных быстрым путём страниц событий.
+pub const GRAPHQL_FAST_PATH: &str = "eventlog_graphql_fast_path_total";
 /// Событий, прочитанных читателем журнала (всех писателей базы).
 pub const LOG_EVENTS_READ: &str = "eventlog_log_events_read_total";
 
@@ -87,6 +89,7 @@ pub fn install() -> PrometheusHandle {
                 EVENTS_ID_CONFLICTS,
                 CACHE_MISSES,
                 LOG_EVENTS_READ,
+                GRAPHQL_FAST_PATH,
             ] {
                 metrics::counter!(name).increment(0);
             }

@@ -173,6 +173,7 @@ impl Application {
                 shutdown: cancel.clone(),
                 connections: TaskTracker::new(),
                 otlp: api::otlp::OtlpState::default(),
+                fast: Arc::new(api::graphql::fast::FastPath::new()),
             },
             cancel,
             tracker,
@@ -212,6 +213,11 @@ impl Application {
     /// Ключи JWT приложения.
     pub fn keys(&self) -> JwtKeys {
         self.state.keys.clone()
+    }
+
+    /// Быстрый путь GraphQL приложения (счётчик обслуженных запросов — для тестов).
+    pub fn fast_path(&self) -> Arc<crate::api::graphql::fast::FastPath> {
+        self.state.fast.clone()
     }
 
     /// Хранилище приложения.

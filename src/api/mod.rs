@@ -80,6 +80,8 @@ pub struct AppState {
     pub connections: tokio_util::task::TaskTracker,
     /// Приём OTLP (память трасс).
     pub otlp: otlp::OtlpState,
+    /// Быстрый путь GraphQL (кэш планов страниц).
+    pub fast: Arc<graphql::fast::FastPath>,
 }
 
 /// Собирает маршрутизатор со всеми слоями.

@@ -196,6 +196,8 @@ pub struct TestApp {
     pub db_url: String,
     /// База теста (у второго экземпляра на той же базе — `None`).
     pub db: Option<TestDb>,
+    /// Быстрый путь GraphQL сервера (счётчик обслуженных им запросов).
+    pub fast: std::sync::Arc<eventlog::api::graphql::fast::FastPath>,
 }
 
 pub async fn spawn_app(backend: &Backend) -> TestApp {
@@ -232,6 +234,7 @@ async fn start_app(url: &str, db: Option<TestDb>, tweak: impl FnOnce(&mut Settin
     let keys = app.keys();
     let store = app.store();
     let stream = app.stream();
+    let fast = app.fast_path();
     let cancel = app.shutdown_token();
     let handle = tokio::spawn(app.run_until_stopped());
     TestApp {
@@ -246,6 +249,7 @@ async fn start_app(url: &str, db: Option<TestDb>, tweak: impl FnOnce(&mut Settin
         handle: Some(handle),
         db_url: url.to_owned(),
         db,
+        fast,
     }
 }
 

@@ -8,6 +8,7 @@ mod auth;
 mod cluster;
 mod cors;
 mod error_codes;
+mod fast_path;
 mod filter_parity;
 mod fixture;
 mod graphiql;

@@ -112,15 +112,44 @@ fn respond(headers: &HeaderMap, resp: Response) -> axum::response::Response {
     }
 }
 
+/// Успешный ответ быстрого пути: те же заголовки и код, что у [`respond`] для
+/// успешного ответа общего пути.
+fn respond_body(headers: &HeaderMap, body: Vec<u8>) -> axum::response::Response {
+    let content_type = if wants_graphql_response(headers) {
+        "application/graphql-response+json; charset=utf-8"
+    } else {
+        "application/json"
+    };
+    (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
 async fn execute(state: &AppState, headers: &HeaderMap, req: Request) -> axum::response::Response {
+    let auth = auth_from_headers(state, headers);
+    let timeout = Duration::from_millis(state.settings.request_timeout_ms);
+    // Быстрый путь страниц событий; `None` — запрос идёт общим путём.
+    if state.settings.graphql_fast_path
+        && let RequestAuth::Valid(a) = &auth
+    {
+        let fast = state.fast.try_execute(
+            &state.api,
+            &a.principal,
+            &req.query,
+            req.operation_name.as_deref(),
+            &req.variables,
+        );
+        match tokio::time::timeout(timeout, fast).await {
+            Ok(Some(body)) => return respond_body(headers, body),
+            Ok(None) => {}
+            Err(_) => return respond(headers, super::codes::timeout_response(timeout)),
+        }
+    }
     let loader = DataLoader::new(
         SessionLoader {
             store: state.api.store.clone(),
         },
         tokio::spawn,
     );
-    let req = req.data(auth_from_headers(state, headers)).data(loader);
-    let timeout = Duration::from_millis(state.settings.request_timeout_ms);
+    let req = req.data(auth).data(loader);
     let resp = match tokio::time::timeout(timeout, state.schema.execute(req)).await {
         Ok(r) => r,
         Err(_) => super::codes::timeout_response(timeout),

@@ -1,11 +1,12 @@
 //! GraphQL API (SPEC §5): схема из частей по возможностям, HTTP-обработчики и
 //! websocket. Части: [`query`] (история и аналитика), [`mutation`] (приём),
 //! [`subscription`] (живые события), [`types`], [`loader`] (DataLoader сессий),
-//! [`codes`] (`extensions.code` для ошибок async-graphql), [`limits`] (предел
+//! [`fast`] (быстрый путь страниц событий), [`codes`] (`extensions.code` для ошибок async-graphql), [`limits`] (предел
 //! псевдонимов), [`ws`] (протокол websocket с защитами), [`graphiql`] (GraphiQL,
 //! вшитый в бинарник).
 
 pub mod codes;
+pub mod fast;
 pub mod graphiql;
 pub mod http;
 pub mod limits;
