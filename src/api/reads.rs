@@ -8,6 +8,7 @@ use super::ApiContext;
 use super::error::{ApiError, cursor_error};
 use crate::model::Event;
 use crate::query::{CursorKind, EventFilter, Position, Principal, QueryBinding, ReadScope, SortOrder};
+use crate::storage::Columns;
 use crate::storage::analytics::{Analytics, Bucket};
 use crate::storage::events::SessionSummary;
 
@@ -35,6 +36,8 @@ pub struct EventsRequest<'a> {
     pub after: Option<&'a str>,
     /// Имена полей для сообщений об ошибках: (`first`|`limit`, `after`|`cursor`).
     pub names: (&'a str, &'a str),
+    /// Какие столбцы нужны ответу (GraphQL — по выбранным полям, REST — все).
+    pub columns: Columns,
 }
 
 /// Страница с курсорами.
@@ -105,10 +108,19 @@ pub async fn events_page(
         .map_err(|e| cursor_error(req.names.1, e))?;
     let mut page = ctx
         .repo
-        .get_events(&scope, &req.filter, req.order, limit, req.offset as usize, after)
+        .get_events(
+            &scope,
+            &req.filter,
+            req.order,
+            limit,
+            req.offset as usize,
+            after,
+            req.columns,
+        )
         .await?;
     // Предел размера ответа: страница короче, но курсор последнего элемента
-    // продолжает ровно с места обрезки.
+    // продолжает ровно с места обрезки. Нагрузка считается, только если её читали
+    // (ответ без `payload` мал при любых нагрузках).
     let kept = within_bytes(&page.items, ctx.limits.max_page_bytes);
     if kept < page.items.len() {
         page.items.truncate(kept);

@@ -97,6 +97,7 @@ pub async fn events(
             offset,
             after: p.get("cursor").map(String::as_str),
             names: ("limit", "cursor"),
+            columns: crate::storage::Columns::ALL,
         },
     )
     .await?;
@@ -133,6 +134,7 @@ pub async fn session_events(
             offset: 0,
             after: p.get("cursor").map(String::as_str),
             names: ("limit", "cursor"),
+            columns: crate::storage::Columns::ALL,
         },
     )
     .await?;

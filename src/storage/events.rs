@@ -11,7 +11,7 @@ use sea_orm::{ConnectionTrait, FromQueryResult};
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::codec::{decode_event, get_ts, get_uuid};
+use super::codec::{Columns, decode_event, decode_event_columns, get_ts, get_uuid};
 use super::sql::Sql;
 use super::{EVENT_COLUMNS, StorageError, Store};
 use crate::model::Event;
@@ -54,7 +54,7 @@ fn page_of<T>(mut items: Vec<T>, limit: usize) -> Page<T> {
 
 impl Store {
     /// Страница событий по (createdAt, id) в порядке `order` после позиции `after`,
-    /// пропустив `offset` строк (REST `offset`; GraphQL передаёт 0).
+    /// пропустив `offset` строк (REST `offset`; GraphQL передаёт 0); все столбцы.
     pub async fn page(
         &self,
         scope: &ReadScope,
@@ -64,12 +64,29 @@ impl Store {
         offset: usize,
         after: Option<Position>,
     ) -> Result<Page<Event>, StorageError> {
-        let stmt = self.page_statement(scope, filter, order, limit, offset, after);
+        self.page_columns(scope, filter, order, limit, offset, after, Columns::ALL)
+            .await
+    }
+
+    /// Как [`Store::page`], но читаются только столбцы `cols` (плюс `id` и
+    /// `created_at`); остальные поля событий пусты.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn page_columns(
+        &self,
+        scope: &ReadScope,
+        filter: &EventFilter,
+        order: SortOrder,
+        limit: usize,
+        offset: usize,
+        after: Option<Position>,
+        cols: Columns,
+    ) -> Result<Page<Event>, StorageError> {
+        let stmt = self.page_statement(scope, filter, order, limit, offset, after, cols);
         let rows = self.db.query_all_raw(stmt).await?;
         let b = self.backend();
         let items = rows
             .iter()
-            .map(|r| decode_event(r, b))
+            .map(|r| decode_event_columns(r, b, cols))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(page_of(items, limit))
     }
@@ -82,7 +99,7 @@ impl Store {
         order: SortOrder,
         limit: usize,
     ) -> Result<String, StorageError> {
-        self.explain(self.page_statement(scope, filter, order, limit, 0, None))
+        self.explain(self.page_statement(scope, filter, order, limit, 0, None, Columns::ALL))
             .await
     }
 
@@ -97,6 +114,7 @@ impl Store {
             .join("\n"))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn page_statement(
         &self,
         scope: &ReadScope,
@@ -105,10 +123,11 @@ impl Store {
         limit: usize,
         offset: usize,
         after: Option<Position>,
+        cols: Columns,
     ) -> sea_orm::Statement {
         let mut sql = Sql::new(self.backend());
         sql.push("SELECT ")
-            .push(EVENT_COLUMNS)
+            .push(&cols.sql())
             .push(" FROM event_logs WHERE ")
             .push_scope(scope)
             .push_filter(filter);

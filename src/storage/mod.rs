@@ -26,6 +26,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, SqlxPostgresConnec
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
+pub use codec::Columns;
 pub use error::StorageError;
 pub use log::{LogEntry, LogPosition, NOTIFY_CHANNEL, ProjectHead};
 pub use repository::EventRepository;

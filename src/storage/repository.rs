@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::analytics::{Analytics, Bucket};
 use super::events::{Page, SessionSummary};
-use super::{StorageError, Store};
+use super::{Columns, StorageError, Store};
 use crate::model::Event;
 use crate::query::{EventFilter, Position, ReadScope, SortOrder};
 
@@ -36,8 +36,11 @@ impl EventRepository {
         limit: usize,
         offset: usize,
         after: Option<Position>,
+        cols: Columns,
     ) -> Result<Page<Event>, StorageError> {
-        self.store.page(scope, filter, order, limit, offset, after).await
+        self.store
+            .page_columns(scope, filter, order, limit, offset, after, cols)
+            .await
     }
 
     /// События сессии, сначала старые.

@@ -105,6 +105,11 @@ async fn fast_path_answers_byte_for_byte_like_the_general_executor(b: Backend) {
             None,
             json!({"p": p}),
         ),
+        (
+            "query($p: UUID!) { t1: __typename events(projectId: $p, first: 2) { nodes { id } __typename } }".into(),
+            None,
+            json!({"p": p}),
+        ),
         // Встроенные фрагменты и директивы с литералами и переменными.
         (
             "query($p: UUID!, $yes: Boolean!, $no: Boolean!) { events(projectId: $p, first: 3) {
@@ -191,17 +196,23 @@ async fn fast_path_answers_byte_for_byte_like_the_general_executor(b: Backend) {
             json!({"p": p}),
         ),
         (
-            "query($p: UUID!) { events(projectId: $p) { nodes { id } } sessions(projectId: $p) { nodes { sessionId } } }".into(),
-            None,
-            json!({"p": p}),
-        ),
-        (
             "query($p: UUID!) { events(projectId: $p) { nodes { id @deprecated } } }".into(),
             None,
             json!({"p": p}),
         ),
         (
             "query($p: UUID!) { events(projectId: $p) { nodes } }".into(),
+            None,
+            json!({"p": p}),
+        ),
+        // Все поля объекта пропущены: общий путь отдаёт null.
+        (
+            "query($p: UUID!) { events(projectId: $p) { pageInfo { hasNextPage @skip(if: true) } nodes { id } } }".into(),
+            None,
+            json!({"p": p}),
+        ),
+        (
+            "query($p: UUID!) { events(projectId: $p) @skip(if: true) { nodes { id } } }".into(),
             None,
             json!({"p": p}),
         ),
@@ -212,6 +223,19 @@ async fn fast_path_answers_byte_for_byte_like_the_general_executor(b: Backend) {
         ),
     ];
 
+    // Два поля с обращением к базе: общий исполнитель кладёт их в порядке
+    // готовности (недетерминированно), быстрый путь такие запросы не берёт.
+    assert!(!FastPath::accepts(
+        "query($p: UUID!) { events(projectId: $p) { nodes { id } } sessions(projectId: $p) { nodes { sessionId } } }",
+        None
+    ));
+    // `__typename` после страницы: общий исполнитель кладёт готовые поля раньше
+    // ждущих базу, а страница иногда готова сразу — порядок ключей у него не
+    // определён, и быстрый путь такой запрос не берёт.
+    assert!(!FastPath::accepts(
+        "query($p: UUID!) { events(projectId: $p) { nodes { id } } __typename }",
+        None
+    ));
     let other = w.other_project.to_string();
     let tokens: Vec<Option<&str>> = vec![
         Some(w.admin.as_str()),
@@ -272,3 +296,46 @@ async fn fast_path_answers_byte_for_byte_like_the_general_executor(b: Backend) {
     assert!(v["data"]["events"]["nodes"][0]["payload"].is_object(), "{v}");
 }
 both!(fast_path_answers_byte_for_byte_like_the_general_executor);
+
+/// Предел размера страницы (`EVENTLOG_MAX_PAGE_BYTES`) режет страницу одинаково
+/// на обоих путях: и когда нагрузки выбраны, и когда читаются только id.
+async fn page_byte_limit_cuts_pages_alike_on_both_paths(b: Backend) {
+    let w = world(&b).await;
+    // 40 свежих событий с нагрузкой ~1 КБ: страница с нагрузками не помещается в
+    // 30 000 байт, страница из одних id (оценка ~512 байт на событие) — помещается.
+    let session = uuid::Uuid::now_v7();
+    let big: Vec<Value> = (0..40)
+        .map(|i| {
+            json!({"sessionId": session, "projectId": w.project, "userId": "bob",
+                   "eventType": "TOOL_RESULT", "payload": {"i": i, "blob": "x".repeat(1000)}})
+        })
+        .collect();
+    let r = w.app.ingest(&w.service, Value::Array(big)).await;
+    assert_eq!(r["data"]["ingestEvents"]["accepted"], 40, "{r}");
+    let small = |s: &mut eventlog::config::Settings| s.max_page_bytes = 30_000;
+    let fast = spawn_instance(&w.app.db_url, small).await;
+    let general = spawn_instance(&w.app.db_url, |s| {
+        small(s);
+        s.graphql_fast_path = false;
+    })
+    .await;
+    let p = w.project.to_string();
+    for query in [
+        FULL,
+        "query($p: UUID!, $n: Int) { events(projectId: $p, first: $n) { nodes { id } pageInfo { hasNextPage endCursor } } }",
+    ] {
+        let body = json!({"query": query, "variables": {"p": p, "n": 40}});
+        let before = fast.fast.served();
+        let got = raw(&fast, Some(&w.admin), None, &body).await;
+        assert_eq!(fast.fast.served() - before, 1, "served by the fast path");
+        assert_eq!(got, raw(&general, Some(&w.admin), None, &body).await, "{body}");
+        let v: Value = serde_json::from_str(&got.2).unwrap();
+        let n = v["data"]["events"]["nodes"].as_array().unwrap().len();
+        if query == FULL {
+            assert!(n < 40, "the payloads exceed the limit, the page is cut: {n}");
+        } else {
+            assert_eq!(n, 40, "ids alone fit");
+        }
+    }
+}
+both!(page_byte_limit_cuts_pages_alike_on_both_paths);

@@ -31,6 +31,7 @@ use crate::api::ApiContext;
 use crate::api::reads::{self, EventsRequest, PageOut};
 use crate::model::Event;
 use crate::query::{CursorKind, Principal, SortOrder as QuerySortOrder};
+use crate::storage::Columns;
 
 /// Сколько разных текстов запросов помнит кэш планов.
 const PLAN_CACHE_ENTRIES: u64 = 1_000;
@@ -150,6 +151,22 @@ enum FieldKind {
     EndCursor,
 }
 
+/// Скалярные поля события по именам GraphQL.
+const EVENT_FIELDS: [(&str, EvField); 12] = [
+    ("id", EvField::Id),
+    ("seq", EvField::Seq),
+    ("sessionId", EvField::SessionId),
+    ("userId", EvField::UserId),
+    ("projectId", EvField::ProjectId),
+    ("agentId", EvField::AgentId),
+    ("eventType", EvField::EventType),
+    ("payload", EvField::Payload),
+    ("createdAt", EvField::CreatedAt),
+    ("errorCode", EvField::ErrorCode),
+    ("toolName", EvField::ToolName),
+    ("approvalStatus", EvField::ApprovalStatus),
+];
+
 /// Скалярное поле события.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum EvField {
@@ -186,25 +203,11 @@ impl FieldKind {
             (Obj::PageInfo, "hasPreviousPage") => (F::HasPrevious, None),
             (Obj::PageInfo, "startCursor") => (F::StartCursor, None),
             (Obj::PageInfo, "endCursor") => (F::EndCursor, None),
-            (Obj::Event, n) => (
-                F::Ev(match n {
-                    "id" => EvField::Id,
-                    "seq" => EvField::Seq,
-                    "sessionId" => EvField::SessionId,
-                    "userId" => EvField::UserId,
-                    "projectId" => EvField::ProjectId,
-                    "agentId" => EvField::AgentId,
-                    "eventType" => EvField::EventType,
-                    "payload" => EvField::Payload,
-                    "createdAt" => EvField::CreatedAt,
-                    "errorCode" => EvField::ErrorCode,
-                    "toolName" => EvField::ToolName,
-                    "approvalStatus" => EvField::ApprovalStatus,
-                    // `session` и неизвестные поля — общим путём.
-                    _ => return None,
-                }),
-                None,
-            ),
+            (Obj::Event, n) => {
+                // `session` и неизвестные поля — общим путём.
+                let (_, f) = EVENT_FIELDS.iter().find(|(name, _)| *name == n)?;
+                (F::Ev(*f), None)
+            }
             _ => return None,
         })
     }
@@ -430,6 +433,24 @@ impl<'d> Builder<'d> {
     }
 }
 
+/// Корневые `__typename` (по всем ветвям) стоят до поля страницы.
+fn typename_before_page(items: &[Item]) -> bool {
+    fn walk(items: &[Item], seen_page: &mut bool) -> bool {
+        items.iter().all(|it| match it {
+            Item::Field { kind, .. } => {
+                if matches!(kind, FieldKind::Page(_)) {
+                    *seen_page = true;
+                    true
+                } else {
+                    !*seen_page
+                }
+            }
+            Item::Group { items, .. } => walk(items, seen_page),
+        })
+    }
+    walk(items, &mut false)
+}
+
 /// Поля одного ключа выдачи должны быть одним и тем же полем (иначе общий путь
 /// отвергнет запрос); проверяется по всем ветвям независимо от условий.
 fn keys_consistent(items: &[Item]) -> bool {
@@ -510,6 +531,13 @@ impl Plan {
             }
         }
         let root = b.selection(&op.selection_set.node, Obj::Query, 0)?;
+        // Общий исполнитель кладёт поля объекта в порядке готовности: страница
+        // готова после ответа базы (обычно позже `__typename`, но не всегда). Порядок
+        // однозначен, только если корневые `__typename` стоят до страницы; ниже
+        // корня все поля готовы сразу и идут в порядке выборки.
+        if !typename_before_page(&root) {
+            return None;
+        }
         // Ровно одно корневое поле страницы.
         let [(kind, arguments)] = std::mem::take(&mut b.root_fields).try_into().ok()?;
         let spec = root_args(kind);
@@ -600,9 +628,14 @@ impl Plan {
         self.collect_into(items, vars, &mut out)?;
         for o in &mut out {
             let pending = std::mem::take(&mut o.pending);
-            o.children = self.collect(&pending, vars)?;
+            // Объект, у которого все поля пропущены, общий путь отдаёт как null:
+            // `collect` тогда `None`, и запрос уходит общим путём.
+            if !pending.is_empty() {
+                o.children = self.collect(&pending, vars)?;
+            }
         }
-        Some(out)
+        // Пустой корень общий путь тоже отдаёт как null.
+        (!out.is_empty()).then_some(out)
     }
 
     fn collect_into(&self, items: &[Item], vars: &Variables, out: &mut Vec<Out>) -> Option<()> {
@@ -684,6 +717,7 @@ impl Plan {
                     offset: 0,
                     after: None,
                     names: ("first", "after"),
+                    columns: Columns::ALL,
                 }
             }
             _ => {
@@ -698,11 +732,13 @@ impl Plan {
                     offset: 0,
                     after: None,
                     names: ("first", "after"),
+                    columns: Columns::ALL,
                 }
             }
         };
         let req = EventsRequest {
             after: after.as_deref(),
+            columns: columns_of(&root),
             ..req
         };
         // Любая ошибка — общим путём: он вернёт её в своём виде.
@@ -717,6 +753,25 @@ impl Plan {
         w.raw(b"}");
         Some(w.buf)
     }
+}
+
+/// Столбцы, нужные полям событий выдачи (после `@skip`/`@include`, как у общего пути).
+fn columns_of(root: &[Out]) -> Columns {
+    fn walk(outs: &[Out], selected: &mut Vec<EvField>) {
+        for o in outs {
+            if let FieldKind::Ev(f) = o.kind {
+                selected.push(f);
+            }
+            walk(&o.children, selected);
+        }
+    }
+    let mut selected = Vec::new();
+    walk(root, &mut selected);
+    Columns::for_graphql_selection(|name| {
+        EVENT_FIELDS
+            .iter()
+            .any(|(n, f)| *n == name && selected.contains(f))
+    })
 }
 
 /// Поле выдачи с уже собранными детьми.

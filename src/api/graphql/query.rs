@@ -16,6 +16,7 @@ use crate::api::ApiContext;
 use crate::api::error::ApiError;
 use crate::api::reads::{self, EventsRequest};
 use crate::query::{CursorKind, EventFilter, SortOrder as QuerySortOrder};
+use crate::storage::Columns;
 use crate::storage::analytics::Analytics;
 use crate::storage::events::SessionSummary;
 
@@ -46,6 +47,14 @@ async fn prefetch_sessions(
         .await
         .map_err(|e| ApiError::from(e).into_gql())?;
     Ok(Some(Arc::new(map)))
+}
+
+/// Столбцы, которые нужны выбранным полям событий страницы.
+fn selected_columns(ctx: &Context<'_>) -> Columns {
+    let la = ctx.look_ahead();
+    let nodes = la.field("nodes");
+    let edge_nodes = la.field("edges").field("node");
+    Columns::for_graphql_selection(|f| nodes.field(f).exists() || edge_nodes.field(f).exists())
 }
 
 fn connection(
@@ -97,6 +106,7 @@ impl EventQuery {
                 offset: 0,
                 after: after.as_deref(),
                 names: ("first", "after"),
+                columns: selected_columns(ctx),
             },
         )
         .await
@@ -128,6 +138,7 @@ impl EventQuery {
                 offset: 0,
                 after: after.as_deref(),
                 names: ("first", "after"),
+                columns: selected_columns(ctx),
             },
         )
         .await
