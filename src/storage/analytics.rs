@@ -172,8 +172,14 @@ const COUNTED: [(&str, &str); 6] = [
     ("errors", "error_code IS NOT NULL"),
     ("calls", "event_type = 'TOOL_REQUEST'"),
     ("req", "event_type = 'APPROVAL_REQUIRED'"),
-    ("appr", "event_type = 'APPROVAL_RESOLVED' AND approval_status = 'APPROVED'"),
-    ("rej", "event_type = 'APPROVAL_RESOLVED' AND approval_status = 'REJECTED'"),
+    (
+        "appr",
+        "event_type = 'APPROVAL_RESOLVED' AND approval_status = 'APPROVED'",
+    ),
+    (
+        "rej",
+        "event_type = 'APPROVAL_RESOLVED' AND approval_status = 'REJECTED'",
+    ),
     ("tmo", "event_type = 'APPROVAL_TIMEOUT'"),
 ];
 

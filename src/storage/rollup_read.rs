@@ -26,8 +26,8 @@ use migration::rollup_sql::{self, FOLLOWER};
 use sea_orm::{AccessMode, ConnectionTrait, IsolationLevel, QueryResult, Statement, TransactionTrait};
 
 use super::analytics::{
-    ANALYTICS_WORK_MEM, AgentInteraction, Analytics, Bucket, ModelUsage, Parts, assemble, bucket_sql, counts, int,
-    push_slice, sums,
+    ANALYTICS_WORK_MEM, AgentInteraction, Analytics, Bucket, ModelUsage, Parts, assemble, bucket_sql, counts,
+    int, push_slice, sums,
 };
 use super::codec::get_ts;
 use super::follow::LogRange;
@@ -180,11 +180,31 @@ fn events_statement(
     let dims: [(&str, &str, &str, String); 7] = [
         (null_text, null_ts, "", String::new()),
         ("event_type", null_ts, "", " GROUP BY event_type".into()),
-        ("error_code", null_ts, " WHERE error_code IS NOT NULL", " GROUP BY error_code".into()),
-        ("tool_name", null_ts, " WHERE tool_name IS NOT NULL", " GROUP BY tool_name".into()),
+        (
+            "error_code",
+            null_ts,
+            " WHERE error_code IS NOT NULL",
+            " GROUP BY error_code".into(),
+        ),
+        (
+            "tool_name",
+            null_ts,
+            " WHERE tool_name IS NOT NULL",
+            " GROUP BY tool_name".into(),
+        ),
         (null_text, &bucket_expr, "", format!(" GROUP BY {bucket_expr}")),
-        ("agent_id", null_ts, " WHERE agent_id IS NOT NULL", " GROUP BY agent_id".into()),
-        ("model", null_ts, " WHERE event_type = 'MODEL_CALL'", " GROUP BY model".into()),
+        (
+            "agent_id",
+            null_ts,
+            " WHERE agent_id IS NOT NULL",
+            " GROUP BY agent_id".into(),
+        ),
+        (
+            "model",
+            null_ts,
+            " WHERE event_type = 'MODEL_CALL'",
+            " GROUP BY model".into(),
+        ),
     ];
     for (i, (k, t, cond, group)) in dims.iter().enumerate() {
         if i > 0 {
@@ -199,7 +219,13 @@ fn events_statement(
 
 /// Инструкция различных сессий: всего (`g = 1`) и по агентам (`g = 0`). Источник —
 /// пары (сессия, агент) из `rollup_sessions` и сырых срезов.
-fn sessions_statement(b: sea_orm::DbBackend, scope: &ReadScope, filter: &EventFilter, plan: Plan, slices: &[Slice]) -> Statement {
+fn sessions_statement(
+    b: sea_orm::DbBackend,
+    scope: &ReadScope,
+    filter: &EventFilter,
+    plan: Plan,
+    slices: &[Slice],
+) -> Statement {
     let pg = b == sea_orm::DbBackend::Postgres;
     // hasError в rollup_sessions — по счётчикам группы, а не по коду ошибки.
     let rolled = EventFilter {
@@ -314,7 +340,8 @@ impl Store {
             txn.execute_unprepared(ANALYTICS_WORK_MEM).await?;
         }
         let mut sql = Sql::new(b);
-        sql.push("SELECT pos FROM log_followers WHERE name = ").bind(FOLLOWER);
+        sql.push("SELECT pos FROM log_followers WHERE name = ")
+            .bind(FOLLOWER);
         let Some(row) = txn.query_one_raw(sql.build()).await? else {
             txn.rollback().await?;
             return Ok(None);

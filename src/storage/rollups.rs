@@ -50,7 +50,9 @@ pub fn apply(
 /// `created_at` ([`Store::purge_older_than`]), поэтому у оставшихся событий группы
 /// время не меньше удалённых, и максимум группы остаётся верным (см.
 /// docs/architecture.md, «Analytics rollups»).
-pub fn purge(txn: &DatabaseTransaction) -> Pin<Box<dyn Future<Output = Result<(), StorageError>> + Send + '_>> {
+pub fn purge(
+    txn: &DatabaseTransaction,
+) -> Pin<Box<dyn Future<Output = Result<(), StorageError>> + Send + '_>> {
     Box::pin(async move {
         let b = txn.get_database_backend();
         let Some(pos) = lock_position(txn, FOLLOWER).await? else {

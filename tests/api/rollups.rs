@@ -114,22 +114,27 @@ fn random_event(rng: &mut StdRng, w: &World) -> NewEvent {
         id: Uuid::new_v4(),
         session_id: *pick(rng, &w.sessions),
         user_id: (*pick(rng, &USERS)).to_owned(),
-        project_id: if rng.random_bool(0.8) { w.projects[0] } else { w.projects[1] },
+        project_id: if rng.random_bool(0.8) {
+            w.projects[0]
+        } else {
+            w.projects[1]
+        },
         agent_id: rng.random_bool(0.75).then(|| (*pick(rng, &AGENTS)).to_owned()),
         event_type: ty.to_owned(),
         payload,
         created_at: random_time(rng),
-        error_code: (ty == "ERROR" || rng.random_bool(0.15)).then(|| (*pick(rng, &["E1", "E2", "E3"])).to_owned()),
+        error_code: (ty == "ERROR" || rng.random_bool(0.15))
+            .then(|| (*pick(rng, &["E1", "E2", "E3"])).to_owned()),
         tool_name: tool.map(str::to_owned),
         approval_status: status.map(str::to_owned),
     }
 }
 
-/// Пишет `n` событий фиксациями случайного размера (1–40 событий).
-async fn insert_random(store: &Store, rng: &mut StdRng, w: &World, n: usize) {
+/// Пишет `n` событий фиксациями случайного размера (1–`batch` событий).
+async fn insert_random(store: &Store, rng: &mut StdRng, w: &World, n: usize, batch: usize) {
     let mut left = n;
     while left > 0 {
-        let k = rng.random_range(1..=40).min(left);
+        let k = rng.random_range(1..=batch).min(left);
         let batch: Vec<NewEvent> = (0..k).map(|_| random_event(rng, w)).collect();
         store.insert_batch(&batch, None).await.expect("insert batch");
         left -= k;
@@ -161,7 +166,11 @@ fn random_list(rng: &mut StdRng, from: &[&str], extra: &str) -> Vec<String> {
 
 fn random_query(rng: &mut StdRng, w: &World) -> (ReadScope, EventFilter, Bucket) {
     let scope = ReadScope {
-        project_id: if rng.random_bool(0.85) { w.projects[0] } else { w.projects[1] },
+        project_id: if rng.random_bool(0.85) {
+            w.projects[0]
+        } else {
+            w.projects[1]
+        },
         user_id: rng.random_bool(0.4).then(|| (*pick(rng, &USERS)).to_owned()),
     };
     let mut f = EventFilter::default();
@@ -272,7 +281,7 @@ async fn rollups_equal_raw_on_random_data(b: Backend) {
     };
 
     // Ничего не применено: всё из сырых строк через «неприменённый» срез.
-    insert_random(&store, &mut rng, &w, 500).await;
+    insert_random(&store, &mut rng, &w, 500, 40).await;
     assert_eq!(store.follower_position("rollups").await.unwrap(), Some(0));
     rolled += check(&store, &mut rng, &w, seed, "nothing applied", run(25)).await;
 
@@ -280,7 +289,10 @@ async fn rollups_equal_raw_on_random_data(b: Backend) {
     let max = if store.is_postgres() { 3 } else { 60 };
     assert!(step(&store, max, 3).await > 0);
     let pos = store.follower_position("rollups").await.unwrap().unwrap();
-    assert!(pos > 0 && pos < store.log_head().await.unwrap().commit, "partway: {pos}");
+    assert!(
+        pos > 0 && pos < store.log_head().await.unwrap().commit,
+        "partway: {pos}"
+    );
     rolled += check(&store, &mut rng, &w, seed, "partway", run(40)).await;
 
     // Догнал журнал.
@@ -289,10 +301,11 @@ async fn rollups_equal_raw_on_random_data(b: Backend) {
     rolled += check(&store, &mut rng, &w, seed, "caught up", run(40)).await;
 
     // Новые события, применённые частично, затем очистка порциями по 37 строк.
-    insert_random(&store, &mut rng, &w, 300).await;
+    insert_random(&store, &mut rng, &w, 300, 40).await;
     step(&store, max, 2).await;
     rolled += check(&store, &mut rng, &w, seed, "new events partway", run(30)).await;
-    let cutoff = t0() + Duration::hours(rng.random_range(24..120)) + Duration::seconds(rng.random_range(0..3600));
+    let cutoff =
+        t0() + Duration::hours(rng.random_range(24..120)) + Duration::seconds(rng.random_range(0..3600));
     let before = store.count_events().await.unwrap();
     let purged = store.purge_older_than(cutoff, 37).await.unwrap();
     assert!(purged > 37, "the purge took several chunks: {purged}");
@@ -311,7 +324,7 @@ async fn rollups_equal_raw_on_random_data(b: Backend) {
     // Потребитель шагает параллельно с чтением: данные не меняются, поэтому ответ
     // через свёртки в любой момент равен заранее посчитанному по сырым строкам
     // (позиция и свёртки читаются в одном снимке).
-    insert_random(&store, &mut rng, &w, 300).await;
+    insert_random(&store, &mut rng, &w, 200, 4).await;
     let queries: Vec<_> = (0..25).map(|_| random_query(&mut rng, &w)).collect();
     let mut expected = Vec::new();
     for (scope, filter, bucket) in &queries {
@@ -371,7 +384,10 @@ async fn purge_subtracts_applied_rows(b: Backend) {
         h + Duration::minutes(40),
     ];
     for t in at {
-        store.insert_batch(&[event(project, session, t)], None).await.unwrap();
+        store
+            .insert_batch(&[event(project, session, t)], None)
+            .await
+            .unwrap();
     }
     step(&store, 1000, usize::MAX).await;
     let scope = ReadScope {
@@ -389,7 +405,13 @@ async fn purge_subtracts_applied_rows(b: Backend) {
     assert_eq!(agents(&a), (3, at[2]));
 
     // Порция из одной строки: удаляется самая ранняя (10:10), затем 10:20.
-    assert_eq!(store.purge_older_than(h + Duration::minutes(30), 1).await.unwrap(), 2);
+    assert_eq!(
+        store
+            .purge_older_than(h + Duration::minutes(30), 1)
+            .await
+            .unwrap(),
+        2
+    );
     assert_eq!(scalar(&store, "SELECT n FROM rollup_events").await, 1);
     let a = store.analytics(&scope, &day, Bucket::Hour).await.unwrap();
     assert_eq!(agents(&a), (1, at[2]));
@@ -400,13 +422,22 @@ async fn purge_subtracts_applied_rows(b: Backend) {
         .insert_batch(&[event(project, session, h + Duration::minutes(5))], None)
         .await
         .unwrap();
-    assert_eq!(store.purge_older_than(h + Duration::minutes(30), 10).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .purge_older_than(h + Duration::minutes(30), 10)
+            .await
+            .unwrap(),
+        1
+    );
     assert_eq!(scalar(&store, "SELECT n FROM rollup_events").await, 1);
     step(&store, 1000, usize::MAX).await;
     assert_eq!(scalar(&store, "SELECT n FROM rollup_events").await, 1);
 
     // Последняя строка группы: группа и пара (сессия, час) удаляются.
-    assert_eq!(store.purge_older_than(h + Duration::hours(1), 10).await.unwrap(), 1);
+    assert_eq!(
+        store.purge_older_than(h + Duration::hours(1), 10).await.unwrap(),
+        1
+    );
     assert_eq!(scalar(&store, "SELECT COUNT(*) FROM rollup_events").await, 0);
     assert_eq!(scalar(&store, "SELECT COUNT(*) FROM rollup_sessions").await, 0);
     let a = store.analytics(&scope, &day, Bucket::Hour).await.unwrap();
@@ -430,12 +461,14 @@ async fn migration_backfills_rollups(b: Backend) {
         .position(|m| m.name() == "m20261205_000002_create_analytics_rollups")
         .expect("the rollup migration is registered");
     let from_rollups = (all.len() - before) as u32;
-    Migrator::up(store.connection(), Some(before as u32)).await.unwrap();
+    Migrator::up(store.connection(), Some(before as u32))
+        .await
+        .unwrap();
     let w = World {
         projects: vec![Uuid::now_v7(), Uuid::now_v7()],
         sessions: (0..8).map(|_| Uuid::new_v4()).collect(),
     };
-    insert_random(&store, &mut rng, &w, 300).await;
+    insert_random(&store, &mut rng, &w, 300, 40).await;
     for round in 0..2 {
         Migrator::up(store.connection(), None).await.unwrap();
         assert_eq!(
@@ -448,7 +481,9 @@ async fn migration_backfills_rollups(b: Backend) {
         assert_eq!(sum, store.count_events().await.unwrap(), "round {round}");
         assert!(check(&store, &mut rng, &w, seed, "backfilled", 30).await > 10);
         if round == 0 {
-            Migrator::down(store.connection(), Some(from_rollups)).await.unwrap();
+            Migrator::down(store.connection(), Some(from_rollups))
+                .await
+                .unwrap();
             assert_eq!(store.follower_position("rollups").await.unwrap(), None);
             let rows = store
                 .connection()
