@@ -546,3 +546,91 @@ async fn server_follower_applies_ingested_events(b: Backend) {
     assert_eq!(off.app.store.follower_position("rollups").await.unwrap(), Some(0));
 }
 both!(server_follower_applies_ingested_events);
+
+/// Замер (PostgreSQL, `--ignored`): планы аналитики за 7 дней из свёрток на
+/// `ROLLUP_EXPLAIN_EVENTS` событиях (по умолчанию 300 000) за 10 дней. Печатает
+/// `EXPLAIN (ANALYZE, BUFFERS)` обеих инструкций и проверяет, что `event_logs`
+/// читается только по индексам (края окна и неприменённые строки), без полного просмотра.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement: run with --ignored on PostgreSQL"]
+async fn explain_seven_days_from_rollups() {
+    let b = Backend::require_postgres();
+    let n: usize = std::env::var("ROLLUP_EXPLAIN_EVENTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300_000);
+    let mut rng = StdRng::seed_from_u64(7);
+    let db = TestDb::new(&b).await;
+    let store = db.store().await;
+    store.migrate_up().await.unwrap();
+    let w = World {
+        projects: vec![Uuid::now_v7(), Uuid::now_v7()],
+        sessions: (0..100).map(|_| Uuid::new_v4()).collect(),
+    };
+    // Правдоподобная форма: сессия — 100 событий одного пользователя и агента за
+    // ~час (равномерно случайные события сжимаются свёртками плохо).
+    for _ in 0..n / 2000 {
+        let mut batch = Vec::with_capacity(2000);
+        for _ in 0..20 {
+            let (session, user) = (Uuid::new_v4(), format!("user-{}", rng.random_range(0..50)));
+            let agent = (*pick(&mut rng, &AGENTS)).to_owned();
+            let mut at = t0() + Duration::seconds(rng.random_range(0..10 * 86_400));
+            for _ in 0..100 {
+                let mut e = random_event(&mut rng, &w);
+                at += Duration::seconds(rng.random_range(0..72));
+                (e.session_id, e.user_id, e.created_at) = (session, user.clone(), at);
+                e.agent_id = Some(agent.clone());
+                if e.payload
+                    .get("model")
+                    .is_some_and(|m| m.as_str().is_some_and(|m| m.len() > 100))
+                {
+                    e.payload.insert("model".into(), json!("gpt-a"));
+                }
+                if rng.random_bool(0.8) {
+                    e.error_code = None;
+                }
+                batch.push(e);
+            }
+        }
+        store.insert_batch(&batch, None).await.unwrap();
+    }
+    step(&store, 1000, usize::MAX).await;
+    // Несколько фиксаций остаются неприменёнными.
+    insert_random(&store, &mut rng, &w, 500, 100).await;
+    store
+        .connection()
+        .execute_unprepared("VACUUM ANALYZE")
+        .await
+        .unwrap();
+    let scope = ReadScope {
+        project_id: w.projects[0],
+        user_id: None,
+    };
+    let from = t0() + Duration::days(2) + Duration::minutes(17);
+    let f = EventFilter {
+        from: Some(from),
+        to: Some(from + Duration::days(7)),
+        ..Default::default()
+    };
+    let t = std::time::Instant::now();
+    let a = store.analytics(&scope, &f, Bucket::Hour).await.unwrap();
+    let rolled = t.elapsed();
+    let t = std::time::Instant::now();
+    let raw = store.analytics_raw(&scope, &f, Bucket::Hour).await.unwrap();
+    let raw_time = t.elapsed();
+    assert_eq!(a, raw);
+    let rows = scalar(&store, "SELECT COUNT(*) FROM rollup_events").await;
+    let session_rows = scalar(&store, "SELECT COUNT(*) FROM rollup_sessions").await;
+    eprintln!(
+        "{n} events, {rows} rollup_events rows, {session_rows} rollup_sessions rows; \
+         7-day analytics: rollups {rolled:?}, raw {raw_time:?} (debug build, one run each)"
+    );
+    let plans = store
+        .explain_analytics_rollups(&scope, &f, Bucket::Hour)
+        .await
+        .unwrap();
+    for p in &plans {
+        eprintln!("{p}\n");
+        assert!(!p.contains("Seq Scan on event_logs"), "{p}");
+    }
+}
