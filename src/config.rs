@@ -45,6 +45,11 @@ pub struct Settings {
     /// Срок хранения событий, дней (0 — не удалять).
     #[arg(long, env = "EVENTLOG_RETENTION_DAYS", default_value_t = 90)]
     pub retention_days: u32,
+    /// Пауза потребителя свёрток аналитики, когда журнал дочитан, мс (0 — потребитель
+    /// на этом экземпляре не запускается; аналитика остаётся точной, но читает больше
+    /// сырых строк).
+    #[arg(long, env = "EVENTLOG_ROLLUP_INTERVAL_MS", default_value_t = 200)]
+    pub rollup_interval_ms: u64,
     /// Размер пакета записи.
     #[arg(long, env = "EVENTLOG_BATCH_SIZE", default_value_t = 1000)]
     pub batch_size: usize,
@@ -159,6 +164,7 @@ impl Settings {
             log_poll_ms: 100,
             log_notify: true,
             retention_days: 90,
+            rollup_interval_ms: 200,
             batch_size: 1000,
             flush_interval_ms: 20,
             queue_capacity: 65_536,

@@ -1,6 +1,6 @@
 //! Сборка и запуск приложения: [`Application::build`] подключается к базе,
-//! применяет миграции, ставит метрики, запускает писателя, фоновую очистку и
-//! HTTP-сервер; [`Application::run_until_stopped`] обслуживает запросы до отмены
+//! применяет миграции, ставит метрики, запускает писателя, потребителя свёрток
+//! аналитики, фоновую очистку и HTTP-сервер; [`Application::run_until_stopped`] обслуживает запросы до отмены
 //! и затем дописывает очередь.
 
 use std::sync::Arc;
@@ -158,6 +158,16 @@ impl Application {
         };
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
+        if settings.rollup_interval_ms > 0 {
+            // Потребитель свёрток на каждом экземпляре: шаги не пересекаются
+            // (строка потребителя блокируется), отставание — доли секунды.
+            let (store, cancel, interval) = (
+                store.clone(),
+                cancel.clone(),
+                Duration::from_millis(settings.rollup_interval_ms),
+            );
+            tracker.spawn(async move { store.run_rollups(interval, cancel).await });
+        }
         if settings.retention_days > 0 {
             tracker.spawn(retention_loop(store, settings.retention_days, cancel.clone()));
         }

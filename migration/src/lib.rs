@@ -7,7 +7,9 @@
 //! всех писателей) и головы проектов;
 //! `m20261204_000002_reject_out_of_range_dates` переносит строки с `created_at` вне
 //! [1970-01-01T00:00:00Z, сейчас + 5 минут] в таблицу отказов;
-//! `m20261205_000001_create_log_followers` — позиции потребителей журнала.
+//! `m20261205_000001_create_log_followers` — позиции потребителей журнала;
+//! `m20261205_000002_create_analytics_rollups` — часовые свёртки аналитики
+//! (SQL свёрток — в [`rollup_sql`]).
 //! `down` каждой миграции полностью отменяет её `up`.
 
 pub use sea_orm_migration::prelude::*;
@@ -23,6 +25,8 @@ pub use m20261204_000002_reject_out_of_range_dates::REASON as OUT_OF_RANGE_DATES
 mod m20261205_000001_create_log_followers;
 
 pub use m20261205_000001_create_log_followers::{head_position_sql, lock_log_sql};
+mod m20261205_000002_create_analytics_rollups;
+pub mod rollup_sql;
 
 /// Набор миграций eventlog по порядку применения.
 pub struct Migrator;
@@ -36,6 +40,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000001_create_event_log::Migration),
             Box::new(m20261204_000002_reject_out_of_range_dates::Migration),
             Box::new(m20261205_000001_create_log_followers::Migration),
+            Box::new(m20261205_000002_create_analytics_rollups::Migration),
         ]
     }
 }

@@ -3,6 +3,7 @@
 //! одинаков на обеих базах, а COLLATE у них разный).
 
 use chrono::{DateTime, Utc};
+use migration::rollup_sql::{self, Trunc};
 use sea_orm::{ConnectionTrait, QueryResult};
 use serde::Serialize;
 
@@ -144,7 +145,7 @@ pub struct Analytics {
 
 /// Счётчики одной группы до сборки ответа.
 #[derive(Debug, Default, Clone, Copy)]
-struct Counts {
+pub(super) struct Counts {
     n: i64,
     errors: i64,
     calls: i64,
@@ -152,32 +153,53 @@ struct Counts {
 
 /// Сгруппированные базой части аналитики (до сортировки и сборки).
 #[derive(Debug, Default)]
-struct Parts {
-    total: i64,
-    errors: i64,
-    sessions: i64,
-    approvals: [i64; 4],
-    types: Vec<(String, i64)>,
-    codes: Vec<(String, i64)>,
-    tools: Vec<(String, Counts)>,
-    timeline: Vec<(DateTime<Utc>, Counts)>,
-    agents: Vec<AgentInteraction>,
-    models: Vec<ModelUsage>,
+pub(super) struct Parts {
+    pub(super) total: i64,
+    pub(super) errors: i64,
+    pub(super) sessions: i64,
+    pub(super) approvals: [i64; 4],
+    pub(super) types: Vec<(String, i64)>,
+    pub(super) codes: Vec<(String, i64)>,
+    pub(super) tools: Vec<(String, Counts)>,
+    pub(super) timeline: Vec<(DateTime<Utc>, Counts)>,
+    pub(super) agents: Vec<AgentInteraction>,
+    pub(super) models: Vec<ModelUsage>,
 }
 
-/// Суммы по согласованиям и вызовам инструментов — общие для всех запросов.
-const SUMS: &str = "COUNT(*) AS n, COUNT(error_code) AS errors, \
-     COALESCE(SUM(CASE WHEN event_type = 'TOOL_REQUEST' THEN 1 ELSE 0 END), 0) AS calls, \
-     COALESCE(SUM(CASE WHEN event_type = 'APPROVAL_REQUIRED' THEN 1 ELSE 0 END), 0) AS req, \
-     COALESCE(SUM(CASE WHEN event_type = 'APPROVAL_RESOLVED' AND approval_status = 'APPROVED' THEN 1 ELSE 0 END), 0) AS appr, \
-     COALESCE(SUM(CASE WHEN event_type = 'APPROVAL_RESOLVED' AND approval_status = 'REJECTED' THEN 1 ELSE 0 END), 0) AS rej, \
-     COALESCE(SUM(CASE WHEN event_type = 'APPROVAL_TIMEOUT' THEN 1 ELSE 0 END), 0) AS tmo";
+/// Условные счётчики аналитики: имя столбца и условие на событие. Одно определение
+/// для сырого пути (каждая строка с весом 1) и свёрток (строка свёртки с весом `n`).
+const COUNTED: [(&str, &str); 6] = [
+    ("errors", "error_code IS NOT NULL"),
+    ("calls", "event_type = 'TOOL_REQUEST'"),
+    ("req", "event_type = 'APPROVAL_REQUIRED'"),
+    (
+        "appr",
+        "event_type = 'APPROVAL_RESOLVED' AND approval_status = 'APPROVED'",
+    ),
+    (
+        "rej",
+        "event_type = 'APPROVAL_RESOLVED' AND approval_status = 'REJECTED'",
+    ),
+    ("tmo", "event_type = 'APPROVAL_TIMEOUT'"),
+];
 
-fn int(r: &QueryResult, c: &str) -> Result<i64, StorageError> {
+/// Суммы `n`, ошибок, вызовов инструментов и согласований с весом строки `w`
+/// (`1` — сырая строка, `n` — строка свёртки); BIGINT на обеих базах.
+pub(super) fn sums(w: &str) -> String {
+    let mut s = format!("CAST(COALESCE(SUM({w}), 0) AS BIGINT) AS n");
+    for (name, cond) in COUNTED {
+        s.push_str(&format!(
+            ", CAST(COALESCE(SUM(CASE WHEN {cond} THEN {w} ELSE 0 END), 0) AS BIGINT) AS {name}"
+        ));
+    }
+    s
+}
+
+pub(super) fn int(r: &QueryResult, c: &str) -> Result<i64, StorageError> {
     Ok(r.try_get::<i64>("", c)?)
 }
 
-fn counts(r: &QueryResult) -> Result<Counts, StorageError> {
+pub(super) fn counts(r: &QueryResult) -> Result<Counts, StorageError> {
     Ok(Counts {
         n: int(r, "n")?,
         errors: int(r, "errors")?,
@@ -186,12 +208,32 @@ fn counts(r: &QueryResult) -> Result<Counts, StorageError> {
 }
 
 impl Store {
-    /// Считает аналитику в базе. На PostgreSQL — три запроса (один проход с
+    /// Аналитика под областью и фильтром. Из часовых свёрток (плюс сырые строки на
+    /// краях окна и ещё не применённые), если фильтр и корзина это позволяют
+    /// ([`super::rollup_read::plan`]); иначе — по сырым строкам
+    /// ([`Store::analytics_raw`]). Ответ одинаков в обоих случаях.
+    pub async fn analytics(
+        &self,
+        scope: &ReadScope,
+        filter: &EventFilter,
+        bucket: Bucket,
+    ) -> Result<Analytics, StorageError> {
+        match super::rollup_read::plan(filter, bucket) {
+            Some(plan) => match self.analytics_rolled(scope, filter, bucket, plan).await? {
+                Some(a) => Ok(a),
+                None => self.analytics_raw(scope, filter, bucket).await,
+            },
+            None => self.analytics_raw(scope, filter, bucket).await,
+        }
+    }
+
+    /// Аналитика только по сырым строкам `event_logs` (запасной путь и эталон для
+    /// тестов свёрток). На PostgreSQL — три запроса (один проход с
     /// GROUPING SETS по типам, кодам, инструментам и корзинам; агенты; сессии),
     /// на SQLite — по запросу на разрез; запросы идут параллельно по пулу.
     /// Различные сессии считаются двухуровневой группировкой (хеш-агрегат), а не
     /// COUNT(DISTINCT), который сортирует весь срез.
-    pub async fn analytics(
+    pub async fn analytics_raw(
         &self,
         scope: &ReadScope,
         filter: &EventFilter,
@@ -199,8 +241,9 @@ impl Store {
     ) -> Result<Analytics, StorageError> {
         let b = self.backend();
         let pg = b == sea_orm::DbBackend::Postgres;
-        let bucket_expr = bucket_sql(pg, bucket);
+        let bucket_expr = bucket_sql(pg, bucket, "created_at");
         let slice = |sql: &mut Sql, cols: &str, extra: &str| push_slice(sql, scope, filter, cols, extra);
+        let sums = sums("1");
 
         let db = &self.db;
         let mut parts = Parts::default();
@@ -262,7 +305,7 @@ impl Store {
             sessions.push(") t");
 
             let mut totals = Sql::new(b);
-            slice(&mut totals, SUMS, "");
+            slice(&mut totals, &sums, "");
             let mut types = Sql::new(b);
             slice(&mut types, "event_type, COUNT(*) AS n", " GROUP BY event_type");
             let mut codes = Sql::new(b);
@@ -274,13 +317,13 @@ impl Store {
             let mut tools = Sql::new(b);
             slice(
                 &mut tools,
-                &format!("tool_name, {SUMS}"),
+                &format!("tool_name, {sums}"),
                 " AND tool_name IS NOT NULL GROUP BY tool_name",
             );
             let mut timeline = Sql::new(b);
             slice(
                 &mut timeline,
-                &format!("{bucket_expr} AS bucket, {SUMS}"),
+                &format!("{bucket_expr} AS bucket, {sums}"),
                 " GROUP BY bucket",
             );
             let (totals, types, codes, tools, timeline, agent_rows, session_row, models) = tokio::try_join!(
@@ -347,10 +390,10 @@ impl Store {
 }
 
 /// Память под хеш-агрегаты одного запроса аналитики (только в его транзакции).
-const ANALYTICS_WORK_MEM: &str = "SET LOCAL work_mem = '64MB'";
+pub(super) const ANALYTICS_WORK_MEM: &str = "SET LOCAL work_mem = '64MB'";
 
 /// Сортирует группы по правилам SPEC §5 (байтовый порядок строк) и собирает ответ.
-fn assemble(mut p: Parts) -> Analytics {
+pub(super) fn assemble(mut p: Parts) -> Analytics {
     p.types.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     p.codes.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     p.agents
@@ -416,7 +459,7 @@ fn assemble(mut p: Parts) -> Analytics {
 }
 
 /// Срез под областью и фильтром: `SELECT {cols} FROM event_logs WHERE …{extra}`.
-fn push_slice(sql: &mut Sql, scope: &ReadScope, filter: &EventFilter, cols: &str, extra: &str) {
+pub(super) fn push_slice(sql: &mut Sql, scope: &ReadScope, filter: &EventFilter, cols: &str, extra: &str) {
     sql.push("SELECT ")
         .push(cols)
         .push(" FROM event_logs WHERE ")
@@ -425,34 +468,10 @@ fn push_slice(sql: &mut Sql, scope: &ReadScope, filter: &EventFilter, cols: &str
         .push(extra);
 }
 
-/// Выражение «целое число токенов из ключа payload или 0» для базы. В сумму идут
-/// только целые JSON-числа от 0 до 10^12 − 1 (не строки, не дробные): одинаково на
-/// обеих базах, и мусор клиента не переполняет BIGINT суммы.
-fn tokens_sql(pg: bool, key: &str) -> String {
-    if pg {
-        // Текстовая форма jsonb-числа `100.0` — «100.0»: дробные не проходят, как и на SQLite.
-        format!(
-            "CASE WHEN jsonb_typeof(payload->'{key}') = 'number' \
-             AND (payload->>'{key}') ~ '^[0-9]{{1,12}}$' \
-             THEN CAST(payload->>'{key}' AS BIGINT) ELSE 0 END"
-        )
-    } else {
-        format!(
-            "CASE WHEN json_type(payload, '$.{key}') = 'integer' \
-             AND json_extract(payload, '$.{key}') BETWEEN 0 AND 999999999999 \
-             THEN json_extract(payload, '$.{key}') ELSE 0 END"
-        )
-    }
-}
-
-/// Инструкция `modelUsage`: группы MODEL_CALL по `payload.model` под областью и фильтром.
+/// Инструкция `modelUsage`: группы MODEL_CALL по модели под областью и фильтром
+/// (модель и токены — проекцией строки свёрток [`rollup_sql::row_sql`]).
 fn models_statement(scope: &ReadScope, filter: &EventFilter, b: sea_orm::DbBackend) -> sea_orm::Statement {
     let pg = b == sea_orm::DbBackend::Postgres;
-    let model = if pg {
-        "COALESCE(CASE WHEN jsonb_typeof(payload->'model') = 'string' THEN payload->>'model' END, 'unknown')"
-    } else {
-        "COALESCE(CASE WHEN json_type(payload, '$.model') = 'text' THEN json_extract(payload, '$.model') END, 'unknown')"
-    };
     let mut sql = Sql::new(b);
     sql.push(
         "SELECT model, COUNT(*) AS n, COUNT(error_code) AS errors, \
@@ -463,11 +482,7 @@ fn models_statement(scope: &ReadScope, filter: &EventFilter, b: sea_orm::DbBacke
         &mut sql,
         scope,
         filter,
-        &format!(
-            "{model} AS model, error_code, {} AS input_tokens, {} AS output_tokens",
-            tokens_sql(pg, "input_tokens"),
-            tokens_sql(pg, "output_tokens")
-        ),
+        &rollup_sql::row_sql(pg),
         " AND event_type = 'MODEL_CALL'",
     );
     sql.push(") m GROUP BY model");
@@ -475,7 +490,7 @@ fn models_statement(scope: &ReadScope, filter: &EventFilter, b: sea_orm::DbBacke
 }
 
 /// Строки `modelUsage` (до сортировки).
-fn model_rows(rows: &[QueryResult]) -> Result<Vec<ModelUsage>, StorageError> {
+pub(super) fn model_rows(rows: &[QueryResult]) -> Result<Vec<ModelUsage>, StorageError> {
     rows.iter()
         .map(|r| {
             Ok(ModelUsage {
@@ -496,13 +511,14 @@ fn pg_statements(
     bucket: Bucket,
 ) -> (sea_orm::Statement, sea_orm::Statement) {
     let b = sea_orm::DbBackend::Postgres;
-    let bucket_expr = bucket_sql(true, bucket);
+    let bucket_expr = bucket_sql(true, bucket, "created_at");
     let slice = |sql: &mut Sql, cols: &str, extra: &str| push_slice(sql, scope, filter, cols, extra);
     let mut main = Sql::new(b);
     main.push(&format!(
         "SELECT event_type, error_code, tool_name, bucket, GROUPING(event_type) AS g_type, \
          GROUPING(error_code) AS g_code, GROUPING(tool_name) AS g_tool, GROUPING(bucket) AS g_bucket, \
-         {SUMS} FROM ("
+         {} FROM (",
+        sums("1")
     ));
     slice(
         &mut main,
@@ -557,15 +573,12 @@ impl Store {
     }
 }
 
-/// Выражение начала корзины: `date_trunc(…, 'UTC')` на PostgreSQL; на SQLite — обрезка
-/// строки фиксированного формата с дополнением нулями (тот же формат, что и хранение).
-fn bucket_sql(pg: bool, bucket: Bucket) -> &'static str {
-    match (pg, bucket) {
-        (true, Bucket::Minute) => "date_trunc('minute', created_at, 'UTC')",
-        (true, Bucket::Hour) => "date_trunc('hour', created_at, 'UTC')",
-        (true, Bucket::Day) => "date_trunc('day', created_at, 'UTC')",
-        (false, Bucket::Minute) => "(substr(created_at, 1, 16) || ':00.000000Z')",
-        (false, Bucket::Hour) => "(substr(created_at, 1, 13) || ':00:00.000000Z')",
-        (false, Bucket::Day) => "(substr(created_at, 1, 10) || 'T00:00:00.000000Z')",
-    }
+/// Выражение начала корзины для столбца времени `col` (см. [`rollup_sql::trunc_sql`]).
+pub(super) fn bucket_sql(pg: bool, bucket: Bucket, col: &str) -> String {
+    let unit = match bucket {
+        Bucket::Minute => Trunc::Minute,
+        Bucket::Hour => Trunc::Hour,
+        Bucket::Day => Trunc::Day,
+    };
+    rollup_sql::trunc_sql(pg, unit, col)
 }

@@ -321,6 +321,13 @@ impl Store {
         let mut total = 0;
         loop {
             let txn = self.db.begin().await?;
+            if pg {
+                // Позиции всех потребителей — до выбора порции: ни один не применит
+                // строку между выбором порции и вычитанием (SQLite: пишущая транзакция
+                // и так упадёт, если после её снимка кто-то записал).
+                txn.execute_unprepared("SELECT name FROM log_followers ORDER BY name FOR UPDATE")
+                    .await?;
+            }
             // Порция — во временной таблице: потребители журнала (свёртки, сводки)
             // вычитают ровно те строки, что удаляются ниже, в той же транзакции.
             let mut chunk_sql = Sql::new(b);
@@ -337,7 +344,9 @@ impl Store {
             chunk_sql
                 .push("SELECT seq FROM event_logs WHERE created_at < ")
                 .bind_ts(cutoff)
-                .push(&format!(" LIMIT {chunk}"));
+                // По возрастанию времени: у строк, что остаются, время не меньше
+                // удалённых (на этом держится `last_at` свёрток, см. `rollups::purge`).
+                .push(&format!(" ORDER BY created_at LIMIT {chunk}"));
             let n = txn.execute_raw(chunk_sql.build()).await?.rows_affected();
             if n > 0 {
                 for hook in super::follow::PURGE_HOOKS {

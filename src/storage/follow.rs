@@ -76,10 +76,8 @@ pub type PurgeFn = for<'t> fn(
 
 /// Функции очистки всех потребителей журнала (по порядку; порядок блокировок строк
 /// `log_followers` — этот же, что исключает взаимные блокировки).
-pub(crate) const PURGE_HOOKS: &[PurgeFn] = &[];
+pub(crate) const PURGE_HOOKS: &[PurgeFn] = &[super::rollups::purge];
 
-// Условия диапазонов зовут свёртки аналитики и сводки сессий.
-#[allow(dead_code)]
 impl Sql {
     /// Добавляет условие ` AND <строка event_logs лежит в диапазоне журнала>`.
     /// PostgreSQL: seq из фиксаций диапазона; SQLite: сам seq.

@@ -1,5 +1,6 @@
 //! Хранилище событий: подключение к PostgreSQL или SQLite, миграции, пакетная
-//! запись ([`write`]) и чтение ([`events`], [`analytics`]).
+//! запись ([`write`]) и чтение ([`events`], [`analytics`]); часовые свёртки аналитики
+//! ведёт потребитель журнала [`rollups`], читает [`rollup_read`].
 //!
 //! Все функции чтения принимают [`ReadScope`](crate::query::ReadScope): изоляция
 //! компилируется в каждый запрос в [`sql`], и обойти её из API нельзя.
@@ -13,6 +14,8 @@ pub mod events;
 pub mod follow;
 pub mod log;
 mod repository;
+pub mod rollup_read;
+pub mod rollups;
 mod sql;
 pub mod write;
 

@@ -27,6 +27,7 @@ mod otlp;
 mod pagination;
 mod queries;
 mod rest;
+mod rollups;
 mod schema;
 mod stream;
 mod subscriptions;
