@@ -7,7 +7,8 @@
 //! всех писателей) и головы проектов;
 //! `m20261204_000002_reject_out_of_range_dates` переносит строки с `created_at` вне
 //! [1970-01-01T00:00:00Z, сейчас + 5 минут] в таблицу отказов;
-//! `m20261205_000001_create_log_followers` — позиции потребителей журнала.
+//! `m20261205_000001_create_log_followers` — позиции потребителей журнала;
+//! `m20261205_000003_create_session_summaries` — сводки сессий (потребитель `sessions`).
 //! `down` каждой миграции полностью отменяет её `up`.
 
 pub use sea_orm_migration::prelude::*;
@@ -23,6 +24,11 @@ pub use m20261204_000002_reject_out_of_range_dates::REASON as OUT_OF_RANGE_DATES
 mod m20261205_000001_create_log_followers;
 
 pub use m20261205_000001_create_log_followers::{head_position_sql, lock_log_sql};
+mod m20261205_000003_create_session_summaries;
+
+pub use m20261205_000003_create_session_summaries::{
+    ALL_USERS_KEY, SESSIONS_FOLLOWER, session_summary_upserts,
+};
 
 /// Набор миграций eventlog по порядку применения.
 pub struct Migrator;
@@ -36,6 +42,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000001_create_event_log::Migration),
             Box::new(m20261204_000002_reject_out_of_range_dates::Migration),
             Box::new(m20261205_000001_create_log_followers::Migration),
+            Box::new(m20261205_000003_create_session_summaries::Migration),
         ]
     }
 }
@@ -52,6 +59,7 @@ pub const INDEX_NAMES: &[&str] = &[
     "idx_event_logs_project_user_type_created",
     "idx_event_logs_project_type_created",
     "idx_event_logs_project_errors",
+    "idx_session_summaries_recent",
 ];
 
 /// Выполняет список SQL-инструкций по одной.

@@ -76,7 +76,7 @@ pub type PurgeFn = for<'t> fn(
 
 /// Функции очистки всех потребителей журнала (по порядку; порядок блокировок строк
 /// `log_followers` — этот же, что исключает взаимные блокировки).
-pub(crate) const PURGE_HOOKS: &[PurgeFn] = &[];
+pub(crate) const PURGE_HOOKS: &[PurgeFn] = &[super::sessions::purge];
 
 // Условия диапазонов зовут свёртки аналитики и сводки сессий.
 #[allow(dead_code)]

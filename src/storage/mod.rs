@@ -13,6 +13,7 @@ pub mod events;
 pub mod follow;
 pub mod log;
 mod repository;
+pub mod sessions;
 mod sql;
 pub mod write;
 
