@@ -132,8 +132,10 @@ pub(crate) fn plan(scope: &ReadScope, filter: &EventFilter) -> Option<Plan> {
         (Some(a), None, None, None) if a.is_empty() => return Some(Plan::Empty),
         (Some(a), None, None, None) => SummaryPredicate::Agents(a.clone()),
         (None, Some(e), None, None) => SummaryPredicate::HasError(*e),
-        (None, None, Some(f), None) => SummaryPredicate::LastFrom(*f),
-        (None, None, None, Some(t)) => SummaryPredicate::FirstBefore(*t),
+        // Время с долями микросекунды база обрезает при привязке, а сравнение в
+        // памяти — нет: такие границы (их не шлют клиенты) — прямым подсчётом.
+        (None, None, Some(f), None) if whole_micros(f) => SummaryPredicate::LastFrom(*f),
+        (None, None, None, Some(t)) if whole_micros(t) => SummaryPredicate::FirstBefore(*t),
         _ => return None,
     };
     Some(Plan::Summaries {
@@ -141,6 +143,11 @@ pub(crate) fn plan(scope: &ReadScope, filter: &EventFilter) -> Option<Plan> {
         session_id: *session_id,
         predicate,
     })
+}
+
+/// Момент без долей микросекунды (в базе он тот же, что в памяти).
+fn whole_micros(t: &DateTime<Utc>) -> bool {
+    t.timestamp_subsec_nanos() % 1000 == 0
 }
 
 /// Сводка сессии под одним ключом (в памяти): строка таблицы, дельта или их сумма.
@@ -362,6 +369,64 @@ impl Store {
         })
     }
 
+    /// План страницы `sessions` без фильтра по сводкам (EXPLAIN ANALYZE той же
+    /// инструкции, что читает строки сводок): ожидается чтение индекса
+    /// `idx_session_summaries_recent` по порядку, без сортировки.
+    pub async fn explain_sessions_page(&self, scope: &ReadScope, limit: usize) -> Result<String, StorageError> {
+        let stmt = self.summary_page_statement(
+            scope,
+            scope_key(scope),
+            &Sessions::All,
+            &SummaryPredicate::Any,
+            limit + 1,
+            None,
+        );
+        self.explain(stmt).await
+    }
+
+    /// Строки сводок страницы по индексу (project_id, user_key, last_event_at DESC,
+    /// session_id DESC): сессии области, подходящие под условие членства по строке
+    /// ключа `member_key`, строго после курсора, не больше `take`.
+    fn summary_page_statement(
+        &self,
+        scope: &ReadScope,
+        member_key: &str,
+        sessions: &Sessions<'_>,
+        predicate: &SummaryPredicate,
+        take: usize,
+        after: Option<Position>,
+    ) -> sea_orm::Statement {
+        let b = self.backend();
+        let mut sql = Sql::new(b);
+        sql.push("SELECT ")
+            .push(summary_columns(b == sea_orm::DbBackend::Postgres))
+            .push(" FROM session_summaries s");
+        let member = if member_key == scope_key(scope) {
+            "s"
+        } else {
+            sql.push(
+                " JOIN session_summaries m ON m.project_id = s.project_id \
+                 AND m.session_id = s.session_id AND m.user_key = ",
+            )
+            .bind(member_key.to_owned());
+            "m"
+        };
+        sql.push(" WHERE ").push_summary_scope("s", scope);
+        sessions.push(&mut sql, "s.session_id");
+        sql.push_summary_predicate(member, predicate);
+        if let Some(p) = after {
+            sql.push(" AND (s.last_event_at, s.session_id) < (")
+                .bind_ts(p.at)
+                .push(", ")
+                .bind_uuid(p.id)
+                .push(")");
+        }
+        sql.push(&format!(
+            " ORDER BY s.last_event_at DESC, s.session_id DESC LIMIT {take}"
+        ));
+        sql.build()
+    }
+
     /// Страница по сводкам; `None` — дельта слишком велика (нужен прямой подсчёт).
     async fn summaries_page(
         &self,
@@ -414,38 +479,17 @@ impl Store {
                 }
             }
         }
-        // Остальные сессии — по индексу (project_id, user_key, last_event_at DESC,
-        // session_id DESC); строк берётся с запасом на затронутые дельтой, которые
-        // отбрасываются ниже (их свежая сводка уже в `merged`).
-        let mut sql = Sql::new(b);
-        sql.push("SELECT ")
-            .push(summary_columns(b == sea_orm::DbBackend::Postgres))
-            .push(" FROM session_summaries s");
-        let member = if member_key == key {
-            "s"
-        } else {
-            sql.push(
-                " JOIN session_summaries m ON m.project_id = s.project_id \
-                 AND m.session_id = s.session_id AND m.user_key = ",
-            )
-            .bind(member_key.to_owned());
-            "m"
-        };
-        sql.push(" WHERE ").push_summary_scope("s", scope);
-        sessions.push(&mut sql, "s.session_id");
-        sql.push_summary_predicate(member, predicate);
-        if let Some(p) = after {
-            sql.push(" AND (s.last_event_at, s.session_id) < (")
-                .bind_ts(p.at)
-                .push(", ")
-                .bind_uuid(p.id)
-                .push(")");
-        }
-        sql.push(&format!(
-            " ORDER BY s.last_event_at DESC, s.session_id DESC LIMIT {}",
-            limit + 1 + touched.len()
-        ));
-        let rows = txn.query_all_raw(sql.build()).await?;
+        // Остальные сессии — по индексу; строк берётся с запасом на затронутые
+        // дельтой, которые отбрасываются ниже (их свежая сводка уже в `merged`).
+        let stmt = self.summary_page_statement(
+            scope,
+            member_key,
+            sessions,
+            predicate,
+            limit + 1 + touched.len(),
+            after,
+        );
+        let rows = txn.query_all_raw(stmt).await?;
         txn.rollback().await?;
         let mut items = merged;
         for r in &rows {
@@ -579,7 +623,7 @@ mod tests {
 
     #[test]
     fn plan_takes_only_filters_the_summary_answers_exactly() {
-        let t = Utc::now();
+        let t = DateTime::from_timestamp_micros(Utc::now().timestamp_micros()).unwrap();
         let admin = scope(None);
         let alice = scope(Some("alice"));
         let any = |member: &str| Plan::Summaries {
@@ -608,6 +652,11 @@ mod tests {
                 ..
             })
         ));
+        let nanos = EventFilter {
+            from: Some(t + chrono::Duration::nanoseconds(1)),
+            ..Default::default()
+        };
+        assert_eq!(plan(&admin, &nanos), None);
         // Два событийных условия (на одном событии) и интервал — прямым подсчётом.
         let both = EventFilter {
             from: Some(t),

@@ -27,5 +27,6 @@ mod pagination;
 mod queries;
 mod rest;
 mod schema;
+mod session_summaries;
 mod stream;
 mod subscriptions;
