@@ -73,11 +73,7 @@ pub fn session_summary_upserts(backend: DbBackend) -> Vec<(String, String)> {
     let all = format!("'{ALL_USERS_KEY}'");
     vec![
         summary("user_id", "user_id", "project_id, session_id, user_id"),
-        summary(
-            &all,
-            &format!("MIN(user_id{collate})"),
-            "project_id, session_id",
-        ),
+        summary(&all, &format!("MIN(user_id{collate})"), "project_id, session_id"),
         agents("user_id"),
         agents(&all),
     ]

@@ -147,7 +147,7 @@ pub(crate) fn plan(scope: &ReadScope, filter: &EventFilter) -> Option<Plan> {
 
 /// Момент без долей микросекунды (в базе он тот же, что в памяти).
 fn whole_micros(t: &DateTime<Utc>) -> bool {
-    t.timestamp_subsec_nanos() % 1000 == 0
+    t.timestamp_subsec_nanos().is_multiple_of(1000)
 }
 
 /// Сводка сессии под одним ключом (в памяти): строка таблицы, дельта или их сумма.
@@ -372,7 +372,11 @@ impl Store {
     /// План страницы `sessions` без фильтра по сводкам (EXPLAIN ANALYZE той же
     /// инструкции, что читает строки сводок): ожидается чтение индекса
     /// `idx_session_summaries_recent` по порядку, без сортировки.
-    pub async fn explain_sessions_page(&self, scope: &ReadScope, limit: usize) -> Result<String, StorageError> {
+    pub async fn explain_sessions_page(
+        &self,
+        scope: &ReadScope,
+        limit: usize,
+    ) -> Result<String, StorageError> {
         let stmt = self.summary_page_statement(
             scope,
             scope_key(scope),
@@ -466,7 +470,12 @@ impl Store {
                 stored.insert((k, id), acc);
             }
             for id in &touched {
-                let get = |k: &str| plus(stored.get(&(k.to_owned(), *id)), delta_for(&delta, id, k).as_ref());
+                let get = |k: &str| {
+                    plus(
+                        stored.get(&(k.to_owned(), *id)),
+                        delta_for(&delta, id, k).as_ref(),
+                    )
+                };
                 let Some(shown) = get(key) else { continue };
                 let member = if member_key == key {
                     Some(shown.clone())
@@ -498,7 +507,7 @@ impl Store {
                 items.push(acc.summary(id));
             }
         }
-        items.sort_by(|x, y| (y.last_event_at, y.session_id).cmp(&(x.last_event_at, x.session_id)));
+        items.sort_by_key(|s| std::cmp::Reverse((s.last_event_at, s.session_id)));
         items.truncate(limit + 1);
         Ok(Some(page_of(items, limit)))
     }
@@ -507,7 +516,8 @@ impl Store {
 /// Позиция потребителя в транзакции чтения (без блокировки строки).
 async fn read_position(txn: &DatabaseTransaction) -> Result<Option<i64>, StorageError> {
     let mut sql = Sql::new(txn.get_database_backend());
-    sql.push("SELECT pos FROM log_followers WHERE name = ").bind(FOLLOWER);
+    sql.push("SELECT pos FROM log_followers WHERE name = ")
+        .bind(FOLLOWER);
     let row = txn.query_one_raw(sql.build()).await?;
     Ok(row.map(|r| r.try_get::<i64>("", "pos")).transpose()?)
 }
@@ -538,7 +548,10 @@ async fn read_delta(
         let dec = |e: sea_orm::DbErr| StorageError::Decode(e.to_string());
         let user: String = r.try_get("", "user_id").map_err(dec)?;
         let at = get_ts(r, b, "created_at")?;
-        let error = r.try_get::<Option<String>>("", "error_code").map_err(dec)?.is_some();
+        let error = r
+            .try_get::<Option<String>>("", "error_code")
+            .map_err(dec)?
+            .is_some();
         let agent: Option<String> = r.try_get("", "agent_id").map_err(dec)?;
         let one = Acc {
             min_user_id: user.clone(),

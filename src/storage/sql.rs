@@ -125,12 +125,19 @@ impl Sql {
     pub(crate) fn push_summary_predicate(&mut self, a: &str, p: &SummaryPredicate) -> &mut Self {
         match p {
             SummaryPredicate::Any => self,
-            SummaryPredicate::LastFrom(t) => self.push(" AND ").push(a).push(".last_event_at >= ").bind_ts(*t),
+            SummaryPredicate::LastFrom(t) => {
+                self.push(" AND ").push(a).push(".last_event_at >= ").bind_ts(*t)
+            }
             SummaryPredicate::FirstBefore(t) => {
                 self.push(" AND ").push(a).push(".first_event_at < ").bind_ts(*t)
             }
             SummaryPredicate::HasError(true) => self.push(" AND ").push(a).push(".errors > 0"),
-            SummaryPredicate::HasError(false) => self.push(" AND ").push(a).push(".events > ").push(a).push(".errors"),
+            SummaryPredicate::HasError(false) => self
+                .push(" AND ")
+                .push(a)
+                .push(".events > ")
+                .push(a)
+                .push(".errors"),
             SummaryPredicate::Agents(list) => self
                 .push(" AND EXISTS (SELECT 1 FROM session_summary_agents g WHERE g.project_id = ")
                 .push(a)

@@ -224,7 +224,10 @@ async fn check(store: &Store, w: &mut World, stage: &str) -> usize {
         ids.push(Uuid::new_v4());
         let want = store.session_summaries_scan(&scope, &ids).await.unwrap();
         let got = store.session_summaries(&scope, &ids).await.unwrap();
-        assert_eq!(got, want, "seed {seed}, {stage}: Event.session differs for {scope:?}");
+        assert_eq!(
+            got, want,
+            "seed {seed}, {stage}: Event.session differs for {scope:?}"
+        );
     }
     pages
 }
@@ -313,9 +316,15 @@ async fn summaries_equal_the_scan_at_every_stage(b: Backend) {
     pages += check(&store, &mut w, "after purge, caught up").await;
 
     // Очистка всего: сводок не остаётся.
-    store.purge_older_than(w.now + Duration::days(1), 100).await.unwrap();
+    store
+        .purge_older_than(w.now + Duration::days(1), 100)
+        .await
+        .unwrap();
     assert_eq!(count(&store, "SELECT COUNT(*) FROM session_summaries").await, 0);
-    assert_eq!(count(&store, "SELECT COUNT(*) FROM session_summary_agents").await, 0);
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM session_summary_agents").await,
+        0
+    );
     eprintln!(
         "session summaries ({b:?}): seed {seed}, {pages} pages compared in {:?}",
         started.elapsed()
