@@ -42,6 +42,11 @@ pub struct Settings {
     /// Слушать `NOTIFY eventlog_log` на PostgreSQL (`false` — только опрос и Redis).
     #[arg(long, env = "EVENTLOG_LOG_NOTIFY", default_value_t = true, action = clap::ArgAction::Set)]
     pub log_notify: bool,
+    /// Пауза потребителя журнала `sessions` (сводки сессий), мс, когда он догнал
+    /// журнал (0 — потребитель не запускается; чтения остаются точными, но дельта
+    /// неприменённых строк растёт).
+    #[arg(long, env = "EVENTLOG_SESSIONS_FOLLOW_MS", default_value_t = 200)]
+    pub sessions_follow_ms: u64,
     /// Срок хранения событий, дней (0 — не удалять).
     #[arg(long, env = "EVENTLOG_RETENTION_DAYS", default_value_t = 90)]
     pub retention_days: u32,
@@ -163,6 +168,7 @@ impl Settings {
             analytics_cache_ttl: 300,
             log_poll_ms: 100,
             log_notify: true,
+            sessions_follow_ms: 200,
             retention_days: 90,
             rollup_interval_ms: 200,
             batch_size: 1000,

@@ -42,6 +42,9 @@ pub enum StartupError {
     Secret(#[from] DevSecretError),
 }
 
+/// Сколько фиксаций журнала потребитель `sessions` применяет за шаг (одна транзакция).
+const SESSIONS_FOLLOW_BATCH: u32 = 1000;
+
 /// Пользователь, для которого печатается токен `user`: первый пользователь `eventlog demo`.
 pub const DEMO_USER: &str = "demo-user-1";
 
@@ -167,6 +170,21 @@ impl Application {
                 Duration::from_millis(settings.rollup_interval_ms),
             );
             tracker.spawn(async move { store.run_rollups(interval, cancel).await });
+        }
+        if settings.sessions_follow_ms > 0 {
+            let (store, cancel) = (store.clone(), cancel.clone());
+            let interval = Duration::from_millis(settings.sessions_follow_ms);
+            tracker.spawn(async move {
+                store
+                    .run_follower(
+                        crate::storage::sessions::FOLLOWER,
+                        SESSIONS_FOLLOW_BATCH,
+                        interval,
+                        crate::storage::sessions::apply,
+                        cancel,
+                    )
+                    .await;
+            });
         }
         if settings.retention_days > 0 {
             tracker.spawn(retention_loop(store, settings.retention_days, cancel.clone()));

@@ -10,6 +10,7 @@
 //! `m20261205_000001_create_log_followers` — позиции потребителей журнала;
 //! `m20261205_000002_create_analytics_rollups` — часовые свёртки аналитики
 //! (SQL свёрток — в [`rollup_sql`]).
+//! `m20261205_000003_create_session_summaries` — сводки сессий (потребитель `sessions`).
 //! `down` каждой миграции полностью отменяет её `up`.
 
 pub use sea_orm_migration::prelude::*;
@@ -27,6 +28,11 @@ mod m20261205_000001_create_log_followers;
 pub use m20261205_000001_create_log_followers::{head_position_sql, lock_log_sql};
 mod m20261205_000002_create_analytics_rollups;
 pub mod rollup_sql;
+mod m20261205_000003_create_session_summaries;
+
+pub use m20261205_000003_create_session_summaries::{
+    ALL_USERS_KEY, SESSIONS_FOLLOWER, session_summary_upserts,
+};
 
 /// Набор миграций eventlog по порядку применения.
 pub struct Migrator;
@@ -41,6 +47,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000002_reject_out_of_range_dates::Migration),
             Box::new(m20261205_000001_create_log_followers::Migration),
             Box::new(m20261205_000002_create_analytics_rollups::Migration),
+            Box::new(m20261205_000003_create_session_summaries::Migration),
         ]
     }
 }
@@ -57,6 +64,7 @@ pub const INDEX_NAMES: &[&str] = &[
     "idx_event_logs_project_user_type_created",
     "idx_event_logs_project_type_created",
     "idx_event_logs_project_errors",
+    "idx_session_summaries_recent",
 ];
 
 /// Выполняет список SQL-инструкций по одной.

@@ -46,7 +46,7 @@ pub struct SessionSummary {
     pub agent_ids: Vec<String>,
 }
 
-fn page_of<T>(mut items: Vec<T>, limit: usize) -> Page<T> {
+pub(crate) fn page_of<T>(mut items: Vec<T>, limit: usize) -> Page<T> {
     let has_next = items.len() > limit;
     items.truncate(limit);
     Page { items, has_next }
@@ -200,8 +200,11 @@ impl Store {
     }
 
     /// Страница сессий, у которых есть хотя бы одно видимое событие под фильтром,
-    /// по убыванию последней активности (lastEventAt, sessionId). Возвращает сводки.
-    pub async fn sessions_page(
+    /// по убыванию последней активности (lastEventAt, sessionId), — прямым
+    /// подсчётом по `event_logs` (GROUP BY по проекту на каждую страницу). Это путь
+    /// для фильтров, на которые сводки не отвечают точно, и эталон для тестов
+    /// [`Store::sessions_page`].
+    pub async fn sessions_page_scan(
         &self,
         scope: &ReadScope,
         filter: &EventFilter,
@@ -235,7 +238,7 @@ impl Store {
             .map(|r| get_uuid(r, b, "session_id"))
             .collect::<Result<Vec<_>, _>>()?;
         let page = page_of(ids, limit);
-        let mut summaries = self.session_summaries(scope, &page.items).await?;
+        let mut summaries = self.session_summaries_scan(scope, &page.items).await?;
         let items = page.items.iter().filter_map(|id| summaries.remove(id)).collect();
         Ok(Page {
             items,
@@ -243,9 +246,9 @@ impl Store {
         })
     }
 
-    /// Сводки сессий `ids` по видимым событиям (для DataLoader `Event.session`):
-    /// два запроса на любое число сессий.
-    pub async fn session_summaries(
+    /// Сводки сессий `ids` по видимым событиям прямым подсчётом по `event_logs`
+    /// (два запроса на любое число сессий); эталон для [`Store::session_summaries`].
+    pub async fn session_summaries_scan(
         &self,
         scope: &ReadScope,
         ids: &[Uuid],
@@ -265,12 +268,20 @@ impl Store {
             sql.push(")");
         };
         let mut sql = Sql::new(b);
-        sql.push(
-            "SELECT session_id, MIN(user_id) AS user_id, MIN(created_at) AS first_event_at, \
-             MAX(created_at) AS last_event_at, COUNT(*) AS events, COUNT(error_code) AS errors \
-             FROM event_logs WHERE ",
-        )
-        .push_scope(scope);
+        // Наименьший user_id — по байтам (как и порядок агентов), при любой
+        // сортировке базы по умолчанию.
+        let min_user = if sql.is_pg() {
+            "MIN(user_id COLLATE \"C\")"
+        } else {
+            "MIN(user_id)"
+        };
+        sql.push("SELECT session_id, ")
+            .push(min_user)
+            .push(
+                " AS user_id, MIN(created_at) AS first_event_at, MAX(created_at) AS last_event_at, \
+                 COUNT(*) AS events, COUNT(error_code) AS errors FROM event_logs WHERE ",
+            )
+            .push_scope(scope);
         in_list(&mut sql);
         sql.push(" GROUP BY session_id");
         let mut out = HashMap::with_capacity(ids.len());

@@ -76,7 +76,7 @@ pub type PurgeFn = for<'t> fn(
 
 /// Функции очистки всех потребителей журнала (по порядку; порядок блокировок строк
 /// `log_followers` — этот же, что исключает взаимные блокировки).
-pub(crate) const PURGE_HOOKS: &[PurgeFn] = &[super::rollups::purge];
+pub(crate) const PURGE_HOOKS: &[PurgeFn] = &[super::rollups::purge, super::sessions::purge];
 
 impl Sql {
     /// Добавляет условие ` AND <строка event_logs лежит в диапазоне журнала>`.

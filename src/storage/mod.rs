@@ -16,6 +16,7 @@ pub mod log;
 mod repository;
 pub mod rollup_read;
 pub mod rollups;
+pub mod sessions;
 mod sql;
 pub mod write;
 

@@ -11,6 +11,7 @@ use sea_orm::{DbBackend, Statement, Value};
 use serde_json::Value as Json;
 use uuid::Uuid;
 
+use super::sessions::SummaryPredicate;
 use crate::query::{EventFilter, ReadScope};
 
 /// Формат времени в SQLite: фиксированная ширина, поэтому строки сравниваются
@@ -105,6 +106,49 @@ impl Sql {
             self.push(" AND user_id = ").bind(user.clone());
         }
         self
+    }
+
+    /// `{a}.project_id = ? AND {a}.user_key = ?` — область для строк сводок сессий
+    /// (`session_summaries` под псевдонимом `a`): строки пользователя области или,
+    /// для администратора, строки «все пользователи».
+    pub(crate) fn push_summary_scope(&mut self, a: &str, scope: &ReadScope) -> &mut Self {
+        self.push(a).push(".project_id = ").bind_uuid(scope.project_id);
+        let key = scope.user_id.as_deref().unwrap_or(migration::ALL_USERS_KEY);
+        self.push(" AND ")
+            .push(a)
+            .push(".user_key = ")
+            .bind(key.to_owned())
+    }
+
+    /// Условие ` AND …` членства сессии по строке сводки `a` (см. [`SummaryPredicate`];
+    /// та же семантика в памяти — `SummaryPredicate::matches`).
+    pub(crate) fn push_summary_predicate(&mut self, a: &str, p: &SummaryPredicate) -> &mut Self {
+        match p {
+            SummaryPredicate::Any => self,
+            SummaryPredicate::LastFrom(t) => {
+                self.push(" AND ").push(a).push(".last_event_at >= ").bind_ts(*t)
+            }
+            SummaryPredicate::FirstBefore(t) => {
+                self.push(" AND ").push(a).push(".first_event_at < ").bind_ts(*t)
+            }
+            SummaryPredicate::HasError(true) => self.push(" AND ").push(a).push(".errors > 0"),
+            SummaryPredicate::HasError(false) => self
+                .push(" AND ")
+                .push(a)
+                .push(".events > ")
+                .push(a)
+                .push(".errors"),
+            SummaryPredicate::Agents(list) => self
+                .push(" AND EXISTS (SELECT 1 FROM session_summary_agents g WHERE g.project_id = ")
+                .push(a)
+                .push(".project_id AND g.session_id = ")
+                .push(a)
+                .push(".session_id AND g.user_key = ")
+                .push(a)
+                .push(".user_key AND g.agent_id IN (")
+                .bind_list(list)
+                .push("))"),
+        }
     }
 
     /// Условия фильтра, каждое с префиксом ` AND `.

@@ -223,8 +223,9 @@ async fn migration_moves_out_of_range_rows_to_rejected_and_down_restores_them(b:
     } else {
         "SELECT id AS i FROM event_logs"
     };
-    // Act
-    Migrator::up(store.connection(), None).await.unwrap();
+    // Act: до миграции дат включительно (журнал и она), чтобы `down(1)` ниже
+    // отменял именно её, а не более поздние миграции.
+    Migrator::up(store.connection(), Some(2)).await.unwrap();
     // Assert: плохие строки — в отказах с причиной, хорошая осталась.
     assert_eq!(ids(&db, stored_ids).await, vec![good.clone()]);
     assert_eq!(ids(&db, &rejected_ids).await, bad);
@@ -235,7 +236,7 @@ async fn migration_moves_out_of_range_rows_to_rejected_and_down_restores_them(b:
     all.sort();
     assert_eq!(ids(&db, stored_ids).await, all);
     assert!(ids(&db, &rejected_ids).await.is_empty());
-    Migrator::up(store.connection(), None).await.unwrap();
+    Migrator::up(store.connection(), Some(1)).await.unwrap();
     assert_eq!(ids(&db, &rejected_ids).await, bad);
     // Проект снова читается (на SQLite строка года −10000 делала INTERNAL каждую страницу).
     drop(store);

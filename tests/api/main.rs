@@ -29,5 +29,6 @@ mod queries;
 mod rest;
 mod rollups;
 mod schema;
+mod session_summaries;
 mod stream;
 mod subscriptions;
