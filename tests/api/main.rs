@@ -14,6 +14,7 @@ mod graphiql;
 mod hardening;
 mod health;
 mod hostile;
+mod httpbench;
 mod ingest;
 
 mod isolation;
