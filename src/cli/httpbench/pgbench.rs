@@ -107,7 +107,7 @@ pub async fn run(
             hist.record(parse_log_line(line)?.max(1))?;
         }
     }
-    anyhow::ensure!(hist.len() > 0, "pgbench logged no transactions:\n{stdout}");
+    anyhow::ensure!(!hist.is_empty(), "pgbench logged no transactions:\n{stdout}");
     let statements = scripts
         .iter()
         .map(|p| std::fs::read_to_string(p).map(|t| t.matches(";\n").count()))
