@@ -57,9 +57,10 @@ pub struct LiveArgs {
     /// Подписчиков на весь проект на экземпляр.
     #[arg(long, default_value_t = 10)]
     pub project_subscribers: usize,
-    /// Длительность нагрузки.
-    #[arg(long, default_value = "20s")]
-    pub duration: humantime::Duration,
+    /// Длительность нагрузки (live: 20 с по умолчанию; http-reads: 15 с на форму).
+    /// Число — секунды, иначе humantime (`15s`, `2m`).
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
     /// Источник пробуждения читателей журнала.
     #[arg(long, value_enum, default_value = "notify")]
     pub wakeup: Wakeup,
@@ -75,10 +76,18 @@ pub struct LiveArgs {
     pub idle_secs: u64,
 }
 
+/// Длительность: число секунд или humantime (`15s`, `2m`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(s).map_err(|e| e.to_string())
+}
+
 const SECRET: &str = "eventlog-loadgen-live-secret";
 
 /// Процессы, убиваемые при выходе.
-struct Procs(Vec<Child>);
+pub(super) struct Procs(pub(super) Vec<Child>);
 
 impl Drop for Procs {
     fn drop(&mut self) {
@@ -91,26 +100,14 @@ impl Drop for Procs {
 
 /// Сумма utime+stime (тики) процессов с данным именем.
 fn cpu_ticks(comm: &str) -> u64 {
-    let mut total = 0;
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
-    for entry in dir.flatten() {
-        let path = entry.path();
-        let Ok(stat) = std::fs::read_to_string(path.join("stat")) else {
-            continue;
-        };
-        let Some(close) = stat.rfind(')') else { continue };
-        let name = &stat[stat.find('(').map_or(0, |i| i + 1)..close];
-        if name != comm {
-            continue;
-        }
-        let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
-        // Поля 14 и 15 stat (utime, stime) — 12-е и 13-е после имени.
-        total += fields.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        total += fields.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    }
-    total
+    super::procstat::pids()
+        .into_iter()
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let (name, ticks) = super::procstat::parse_stat(&stat)?;
+            (name == comm).then_some(ticks)
+        })
+        .sum()
 }
 
 /// Транзакций базы (фиксаций и откатов) с начала статистики.
@@ -136,11 +133,13 @@ async fn db_cost(store: &Store, secs: f64) -> Result<(f64, f64)> {
     Ok((((x1 - x0 - 1).max(0)) as f64 / secs, (c1 - c0) as f64 / hz / secs))
 }
 
-fn free_port() -> Result<u16> {
+/// Свободный порт на 127.0.0.1.
+pub(super) fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-async fn wait_ready(port: u16) -> Result<()> {
+/// Ждёт `/readyz` сервера на `port` (до минуты).
+pub(super) async fn wait_ready(port: u16) -> Result<()> {
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
@@ -238,13 +237,14 @@ pub async fn run(store: &Store, database_url: &str, args: &LiveArgs) -> Result<(
         wait_ready(*p).await?;
     }
     let n = args.instances;
+    let duration = args.duration.unwrap_or(Duration::from_secs(20));
     println!(
         "live: {n} instances ({:?} wake-ups), {} events/s and {} sessions per instance, {} project subscribers per instance, {} s",
         args.wakeup,
         args.rate,
         args.sessions,
         args.project_subscribers,
-        args.duration.as_secs()
+        duration.as_secs()
     );
 
     // Стоимость читателей журнала в простое: экземпляры работают, никто не пишет.
@@ -329,11 +329,11 @@ pub async fn run(store: &Store, database_url: &str, args: &LiveArgs) -> Result<(
     let mut requests = Vec::new();
     let load_cost = {
         let store = store.clone();
-        let secs = args.duration.as_secs_f64();
+        let secs = duration.as_secs_f64();
         tokio::spawn(async move { db_cost(&store, secs).await })
     };
     let server_cpu0 = cpu_ticks("eventlog");
-    while started.elapsed() < *args.duration {
+    while started.elapsed() < duration {
         tick.tick().await;
         for i in 0..n {
             let events: Vec<Value> = {

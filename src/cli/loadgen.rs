@@ -10,6 +10,9 @@
 //! - `--target sqlite-sync`: SQLite, EventLogger при `synchronous=FULL` и `NORMAL`.
 //! - `--target otlp`: спаны в секунду через OTLP/HTTP protobuf рядом с событиями в
 //!   секунду мутации (см. `otlp_bench`).
+//! - `--target http-reads`: чтение по HTTP/GraphQL у настоящего сервера на
+//!   постоянном наборе данных рядом с теми же инструкциями через pgbench (см.
+//!   [`super::httpbench`]).
 
 use std::time::{Duration, Instant};
 
@@ -42,6 +45,8 @@ pub enum Target {
     Live,
     /// OTLP/HTTP protobuf против мутации через встроенный сервер.
     Otlp,
+    /// Чтение по HTTP у настоящего сервера против тех же инструкций через pgbench.
+    HttpReads,
 }
 
 /// Способ записи для `inprocess`.
@@ -104,9 +109,12 @@ pub struct LoadgenArgs {
     /// Для otlp: спанов в одном запросе.
     #[arg(long, default_value_t = 512)]
     pub spans_per_request: usize,
-    /// Для otlp: одновременных соединений.
-    #[arg(long, default_value_t = 4)]
-    pub connections: usize,
+    /// Одновременных соединений (otlp: 4 по умолчанию; http-reads: 8).
+    #[arg(long)]
+    pub connections: Option<usize>,
+    /// Для http-reads: параметры прогона.
+    #[command(flatten)]
+    pub http: super::httpbench::HttpArgs,
 }
 
 /// Запуск.
@@ -120,6 +128,10 @@ pub async fn run(args: LoadgenArgs) -> Result<()> {
     if !args.database_url.starts_with("postgres") {
         bail!("--database-url: loadgen measures PostgreSQL; give a postgres:// URL");
     }
+    if matches!(args.target, Target::HttpReads) {
+        // Сам создаёт базу набора данных и сервер: общий Store здесь не нужен.
+        return super::httpbench::run(&args).await;
+    }
     let store = Store::connect(&args.database_url, PoolOptions::default())
         .await
         .context("while connecting")?;
@@ -130,6 +142,7 @@ pub async fn run(args: LoadgenArgs) -> Result<()> {
         Target::SqliteSync => sqlite_sync(&args).await,
         Target::Live => super::livebench::run(&store, &args.database_url, &args.live).await,
         Target::Otlp => super::otlp_bench::run(&store, &args).await,
+        Target::HttpReads => unreachable!("handled above"),
     }
 }
 
@@ -163,34 +176,54 @@ fn generate(rng: &mut StdRng, n: usize, projects: &[Uuid]) -> Vec<NewEvent> {
     (0..n)
         .map(|i| {
             let s = &sessions[rng.random_range(0..sessions.len())];
-            let ty = EventType::ALL[rng.random_range(0..EventType::ALL.len())];
-            let mut e = NewEvent::new(
+            let agent = s.agents[rng.random_range(0..s.agents.len())];
+            let at = s.start + chrono::Duration::milliseconds(rng.random_range(0..1_800_000));
+            realistic_event(
+                rng,
+                i,
                 s.id,
                 format!("user-{}-{}", s.project, s.user),
                 projects[s.project],
-                ty,
+                agent,
+                at,
             )
-            .agent(format!("agent-{}", s.agents[rng.random_range(0..s.agents.len())]))
-            .at(s.start + chrono::Duration::milliseconds(rng.random_range(0..1_800_000)))
-            .payload(json!({
-                "tool_call_id": format!("call_{i:012}"),
-                "agent_name": "research-assistant",
-                "input": {"query": "quarterly revenue by region and product line", "top_k": 8},
-                "risk_level": "LOW",
-                "risk_factors": ["network", "read_only"],
-                "duration_ms": rng.random_range(1..5000),
-                "status": "success",
-                "note": "x".repeat(60),
-            }));
-            if matches!(ty, EventType::ToolRequest | EventType::ToolResult) {
-                e = e.tool(["web_search", "sql_query", "deploy", "file_write"][rng.random_range(0..4)]);
-            }
-            if ty == EventType::Error || rng.random_range(0..50) == 0 {
-                e = e.error_code(["TIMEOUT", "TOOL_FAILED", "RATE_LIMITED"][rng.random_range(0..3)]);
-            }
-            e
         })
         .collect()
+}
+
+/// Одно событие агентной среды: случайный тип, агент, инструмент у вызовов
+/// инструментов, код ошибки у ошибок (и у 2 % прочих) и нагрузка ~300 байт.
+/// Общее у генераторов `loadgen` и набора данных `http-reads`.
+pub(super) fn realistic_event(
+    rng: &mut StdRng,
+    i: usize,
+    session: Uuid,
+    user: String,
+    project: Uuid,
+    agent: usize,
+    at: chrono::DateTime<Utc>,
+) -> NewEvent {
+    let ty = EventType::ALL[rng.random_range(0..EventType::ALL.len())];
+    let mut e = NewEvent::new(session, user, project, ty)
+        .agent(format!("agent-{agent}"))
+        .at(at)
+        .payload(json!({
+            "tool_call_id": format!("call_{i:012}"),
+            "agent_name": "research-assistant",
+            "input": {"query": "quarterly revenue by region and product line", "top_k": 8},
+            "risk_level": "LOW",
+            "risk_factors": ["network", "read_only"],
+            "duration_ms": rng.random_range(1..5000),
+            "status": "success",
+            "note": "x".repeat(60),
+        }));
+    if matches!(ty, EventType::ToolRequest | EventType::ToolResult) {
+        e = e.tool(["web_search", "sql_query", "deploy", "file_write"][rng.random_range(0..4)]);
+    }
+    if ty == EventType::Error || rng.random_range(0..50) == 0 {
+        e = e.error_code(["TIMEOUT", "TOOL_FAILED", "RATE_LIMITED"][rng.random_range(0..3)]);
+    }
+    e
 }
 
 pub(super) async fn truncate(store: &Store) -> Result<()> {

@@ -2,9 +2,11 @@
 //! ошибки оборачиваются `anyhow` с контекстом.
 
 pub mod demo;
+pub mod httpbench;
 pub mod livebench;
 pub mod loadgen;
 pub mod otlp_bench;
+pub mod procstat;
 
 use std::path::PathBuf;
 

@@ -277,7 +277,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// Замер; `args.events` — спанов (и событий мутации) на фазу.
 pub async fn run(store: &Store, args: &LoadgenArgs) -> Result<()> {
     let spans_per_request = args.spans_per_request;
-    let connections = args.connections;
+    let connections = args.connections.unwrap_or(4);
     let mut settings = Settings::for_database(&args.database_url);
     settings.jwt_secret = Some(format!("bench-{}", Uuid::new_v4()).into());
     settings.retention_days = 0;

@@ -15,6 +15,7 @@ mod graphiql;
 mod hardening;
 mod health;
 mod hostile;
+mod httpbench;
 mod ingest;
 
 mod isolation;

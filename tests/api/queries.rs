@@ -312,6 +312,7 @@ async fn event_session_is_batched_one_query_per_page(b: Backend) {
         // Потребитель сводок сессий шагает раз в час (первый шаг — при запуске):
         // его инструкции тоже не попадают в счёт.
         s.sessions_follow_ms = 3_600_000;
+        s.rollup_interval_ms = 0;
     })
     .await;
     let without = "query($p: UUID!) { events(projectId: $p, first: 90) { nodes { id } } }";
