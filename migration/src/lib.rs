@@ -27,8 +27,8 @@ mod m20261205_000001_create_log_followers;
 
 pub use m20261205_000001_create_log_followers::{head_position_sql, lock_log_sql};
 mod m20261205_000002_create_analytics_rollups;
-pub mod rollup_sql;
 mod m20261205_000003_create_session_summaries;
+pub mod rollup_sql;
 
 pub use m20261205_000003_create_session_summaries::{
     ALL_USERS_KEY, SESSIONS_FOLLOWER, session_summary_upserts,

@@ -28,6 +28,7 @@ impl EventRepository {
     }
 
     /// Страница событий области под фильтром по (createdAt, id).
+    #[allow(clippy::too_many_arguments)]
     pub async fn get_events(
         &self,
         scope: &ReadScope,

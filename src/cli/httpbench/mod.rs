@@ -143,8 +143,11 @@ fn spawn_server(url: &str, quiet: bool) -> Result<(Procs, u16)> {
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
     if quiet {
+        // Потребители журнала (свёртки, сводки) тоже молчат: их шаги попали бы в запись.
         cmd.env("EVENTLOG_LOG_NOTIFY", "false")
-            .env("EVENTLOG_LOG_POLL_MS", "3600000");
+            .env("EVENTLOG_LOG_POLL_MS", "3600000")
+            .env("EVENTLOG_ROLLUP_INTERVAL_MS", "0")
+            .env("EVENTLOG_SESSIONS_FOLLOW_MS", "0");
     }
     let child = cmd.spawn().context("while starting eventlog serve")?;
     Ok((Procs(vec![child]), port))
