@@ -55,6 +55,13 @@ pub struct Settings {
     /// сырых строк).
     #[arg(long, env = "EVENTLOG_ROLLUP_INTERVAL_MS", default_value_t = 200)]
     pub rollup_interval_ms: u64,
+    /// Аналитика из свёрток: потребитель свёрток работает, и чтения берут из них то,
+    /// на что свёртки отвечают. По умолчанию выключено: на замерах (docs/performance.md,
+    /// «Analytics: rollups against raw rows») нынешние часовые свёртки почти не сжимают
+    /// данные и не быстрее сырого запроса по покрывающему индексу, а место и запись
+    /// стоят. Ответы одинаковы в обоих режимах.
+    #[arg(long, env = "EVENTLOG_ANALYTICS_ROLLUPS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub analytics_rollups: bool,
     /// Размер пакета записи.
     #[arg(long, env = "EVENTLOG_BATCH_SIZE", default_value_t = 1000)]
     pub batch_size: usize,
@@ -171,6 +178,7 @@ impl Settings {
             sessions_follow_ms: 200,
             retention_days: 90,
             rollup_interval_ms: 200,
+            analytics_rollups: false,
             batch_size: 1000,
             flush_interval_ms: 20,
             queue_capacity: 65_536,

@@ -42,9 +42,6 @@ pub enum StartupError {
     Secret(#[from] DevSecretError),
 }
 
-/// Сколько фиксаций журнала потребитель `sessions` применяет за шаг (одна транзакция).
-const SESSIONS_FOLLOW_BATCH: u32 = 1000;
-
 /// Пользователь, для которого печатается токен `user`: первый пользователь `eventlog demo`.
 pub const DEMO_USER: &str = "demo-user-1";
 
@@ -87,7 +84,8 @@ impl Application {
                 ..Default::default()
             },
         )
-        .await?;
+        .await?
+        .with_rollup_reads(settings.analytics_rollups);
         if !settings.no_migrate {
             store.migrate_up().await?;
         }
@@ -161,7 +159,7 @@ impl Application {
         };
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
-        if settings.rollup_interval_ms > 0 {
+        if settings.analytics_rollups && settings.rollup_interval_ms > 0 {
             // Потребитель свёрток на каждом экземпляре: шаги не пересекаются
             // (строка потребителя блокируется), отставание — доли секунды.
             let (store, cancel, interval) = (
@@ -178,7 +176,7 @@ impl Application {
                 store
                     .run_follower(
                         crate::storage::sessions::FOLLOWER,
-                        SESSIONS_FOLLOW_BATCH,
+                        crate::storage::sessions::step_limit(store.is_postgres()),
                         interval,
                         crate::storage::sessions::apply,
                         cancel,

@@ -19,7 +19,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use futures::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use sea_orm::{ConnectionTrait, Statement};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
@@ -85,6 +85,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 const SECRET: &str = "eventlog-loadgen-live-secret";
+
+/// Строк истории в базе до замера (в других проектах).
+const HISTORY_EVENTS: usize = 200_000;
 
 /// Процессы, убиваемые при выходе.
 pub(super) struct Procs(pub(super) Vec<Child>);
@@ -186,10 +189,15 @@ async fn subscriber(
                         && let Some(id) = v["payload"]["data"]["events"]["id"].as_str()
                     {
                         got.push((id.parse()?, at));
+                    } else if v["type"] == "error" || v["type"] == "complete" || v["payload"]["errors"].is_array() {
+                        // Отказ сервера (например, предел подписок) — провал замера, а не тихая недоставка.
+                        bail!("subscription on port {port} failed: {t}");
                     }
                 }
+                Some(Ok(Message::Close(frame))) => bail!("socket on port {port} closed by the server: {frame:?}"),
                 Some(Ok(_)) => {}
-                _ => break,
+                Some(Err(e)) => bail!("socket on port {port}: {e}"),
+                None => bail!("socket on port {port} ended"),
             }
         }
     }
@@ -203,8 +211,21 @@ pub async fn run(store: &Store, database_url: &str, args: &LiveArgs) -> Result<(
     }
     store
         .connection()
-        .execute_unprepared("TRUNCATE event_logs, event_log_commits, event_log_heads RESTART IDENTITY")
+        .execute_unprepared(
+            "TRUNCATE event_logs, event_log_commits, event_log_heads, rollup_events, rollup_sessions, \
+             session_summaries, session_summary_agents RESTART IDENTITY; UPDATE log_followers SET pos = 0",
+        )
         .await?;
+    // История до замера: серверы стартуют на таблице со строками и статистикой, как в
+    // работе. На пустой таблице PostgreSQL закэшировал бы общие планы с полным
+    // просмотром (проверка id при приёме) до первого автоанализа — артефакт замера.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let history = super::loadgen::generate(&mut rng, HISTORY_EVENTS, &[Uuid::now_v7(), Uuid::now_v7()]);
+    for chunk in history.chunks(50_000) {
+        store.copy_raw(chunk).await?;
+    }
+    store.catch_up_followers().await?;
+    store.connection().execute_unprepared("ANALYZE").await?;
     let exe = std::env::current_exe()?;
     let mut procs = Procs(Vec::new());
     let mut ports = Vec::new();
@@ -219,6 +240,10 @@ pub async fn run(store: &Store, database_url: &str, args: &LiveArgs) -> Result<(
             .env("EVENTLOG_RETENTION_DAYS", "0")
             .env("EVENTLOG_LOG_NOTIFY", (args.wakeup == Wakeup::Notify).to_string())
             .env("EVENTLOG_REDIS_PREFIX", &prefix)
+            // Все подписчики замера — один вызывающий (токен `u`): пределы на токен
+            // подняты до числа его сокетов, иначе сервер законно отказал бы лишним.
+            .env("EVENTLOG_WS_MAX_CONNECTIONS_PER_TOKEN", "100000")
+            .env("EVENTLOG_WS_MAX_SUBSCRIPTIONS_PER_TOKEN", "100000")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
@@ -384,10 +409,19 @@ pub async fn run(store: &Store, database_url: &str, args: &LiveArgs) -> Result<(
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.notify_waiters();
     let mut deliveries = Vec::new();
+    let mut failed = Vec::new();
     for s in subs {
-        if let Ok(Ok(d)) = s.await {
-            deliveries.extend(d);
+        match s.await {
+            Ok(Ok(d)) => deliveries.extend(d),
+            Ok(Err(e)) => failed.push(e.to_string()),
+            Err(e) => failed.push(e.to_string()),
         }
+    }
+    if let Some(first) = failed.first() {
+        bail!(
+            "{} of {total_subs} subscribers failed; the first: {first}",
+            failed.len()
+        );
     }
     if let Some(u) = unrelated {
         u.await??;

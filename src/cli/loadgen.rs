@@ -153,7 +153,7 @@ const AGENTS: usize = 40;
 /// Реалистичные события с нагрузкой ~300 байт: сессии по ~40 событий одного
 /// пользователя одного проекта в пределах получаса, с 1–3 агентами; начала сессий
 /// разбросаны по последним 30 дням.
-fn generate(rng: &mut StdRng, n: usize, projects: &[Uuid]) -> Vec<NewEvent> {
+pub(super) fn generate(rng: &mut StdRng, n: usize, projects: &[Uuid]) -> Vec<NewEvent> {
     struct Session {
         id: Uuid,
         project: usize,

@@ -218,7 +218,12 @@ impl Store {
         filter: &EventFilter,
         bucket: Bucket,
     ) -> Result<Analytics, StorageError> {
-        match super::rollup_read::plan(filter, bucket) {
+        let plan = if self.rollup_reads {
+            super::rollup_read::plan(filter, bucket)
+        } else {
+            None
+        };
+        match plan {
             Some(plan) => match self.analytics_rolled(scope, filter, bucket, plan).await? {
                 Some(a) => Ok(a),
                 None => self.analytics_raw(scope, filter, bucket).await,

@@ -74,6 +74,24 @@ pub type PurgeFn = for<'t> fn(
     &'t DatabaseTransaction,
 ) -> Pin<Box<dyn Future<Output = Result<(), StorageError>> + Send + 't>>;
 
+/// Потребитель журнала: имя, предел шага по базе (`true` — PostgreSQL) и функция применения.
+pub(crate) type FollowerSpec = (&'static str, fn(bool) -> u32, ApplyFn);
+
+/// Все потребители журнала сервера: имя, предел шага (PostgreSQL, SQLite) и функция
+/// применения. [`Store::catch_up_followers`] доводит их до конца журнала.
+pub(crate) const FOLLOWERS: &[FollowerSpec] = &[
+    (
+        super::rollups::FOLLOWER,
+        super::rollups::step_limit,
+        super::rollups::apply,
+    ),
+    (
+        super::sessions::FOLLOWER,
+        super::sessions::step_limit,
+        super::sessions::apply,
+    ),
+];
+
 /// Функции очистки всех потребителей журнала (по порядку; порядок блокировок строк
 /// `log_followers` — этот же, что исключает взаимные блокировки).
 pub(crate) const PURGE_HOOKS: &[PurgeFn] = &[super::rollups::purge, super::sessions::purge];
@@ -201,6 +219,24 @@ impl Store {
             range,
             full: n >= i64::from(max),
         })
+    }
+
+    /// Доводит всех потребителей журнала ([`FOLLOWERS`]) до конца журнала: шаги, пока
+    /// каждый не ответит «дочитан». Для засева данных бенчмарка и обслуживания: после
+    /// массовой загрузки чтения сразу идут по агрегатам, а не по неприменённым строкам.
+    /// Занятого другим экземпляром потребителя ждёт.
+    pub async fn catch_up_followers(&self) -> Result<(), StorageError> {
+        let pg = self.is_postgres();
+        for (name, limit, apply) in FOLLOWERS {
+            loop {
+                match self.follow_step(name, limit(pg), *apply).await? {
+                    FollowOutcome::CaughtUp => break,
+                    FollowOutcome::Busy => tokio::time::sleep(Duration::from_millis(50)).await,
+                    FollowOutcome::Advanced { .. } => {}
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Цикл потребителя: шаги, пока есть новые фиксации, затем пауза `interval`.

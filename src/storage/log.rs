@@ -126,10 +126,23 @@ impl Store {
         if sql.is_pg() {
             sql.push("SELECT c.pos AS log_pos, ").push(EVENT_COLUMNS);
             // Без области читаем фиксации порцией: их не больше, чем строк в ответе.
-            if scoped.is_none() {
-                sql.push(" FROM (SELECT pos, seqs FROM event_log_commits WHERE pos >= ")
+            // Фиксация `after.commit`, прочитанная до конца (её наибольший seq не выше
+            // `after.seq`), отбрасывается по `seq_range`, не разворачивая массив: иначе
+            // каждый опрос хвоста заново разворачивал бы последнюю фиксацию — после
+            // пакетной загрузки это десятки тысяч seq на каждый опрос каждого экземпляра.
+            let unread = |sql: &mut Sql, alias: &str| {
+                sql.push(&format!("({alias}pos > "))
                     .bind(after.commit)
-                    .push(&format!(" ORDER BY pos LIMIT {limit}) c"));
+                    .push(&format!(" OR ({alias}pos = "))
+                    .bind(after.commit)
+                    .push(&format!(" AND upper({alias}seq_range) > "))
+                    .bind(after.seq.saturating_add(1))
+                    .push("))");
+            };
+            if scoped.is_none() {
+                sql.push(" FROM (SELECT pos, seqs FROM event_log_commits WHERE ");
+                unread(&mut sql, "");
+                sql.push(&format!(" ORDER BY pos LIMIT {limit}) c"));
             } else {
                 sql.push(" FROM event_log_commits c");
             }
@@ -137,12 +150,16 @@ impl Store {
                 " CROSS JOIN LATERAL unnest(c.seqs) AS s(cseq) \
                  JOIN event_logs ON event_logs.seq = s.cseq WHERE c.pos >= ",
             )
-            .bind(after.commit)
-            .push(" AND (c.pos, s.cseq) > (")
-            .bind(after.commit)
-            .push(", ")
-            .bind(after.seq)
-            .push(")");
+            .bind(after.commit);
+            if scoped.is_some() {
+                sql.push(" AND ");
+                unread(&mut sql, "c.");
+            }
+            sql.push(" AND (c.pos, s.cseq) > (")
+                .bind(after.commit)
+                .push(", ")
+                .bind(after.seq)
+                .push(")");
             if let Some(u) = up_to {
                 sql.push(" AND (c.pos, s.cseq) <= (")
                     .bind(u.commit)

@@ -45,6 +45,8 @@ pub(crate) const EVENT_COLUMNS: &str = "id, seq, session_id, user_id, project_id
 pub struct Store {
     db: DatabaseConnection,
     pg_write: PgWriteMethod,
+    /// Читать аналитику из свёрток, когда фильтр это позволяет (иначе всегда по сырым строкам).
+    rollup_reads: bool,
     /// Счётчик инструкций, выполненных через SeaORM (проверка DataLoader в тестах).
     statements: Arc<AtomicU64>,
 }
@@ -147,6 +149,7 @@ impl Store {
         Ok(Self {
             db,
             pg_write: PgWriteMethod::default(),
+            rollup_reads: true,
             statements,
         })
     }
@@ -154,6 +157,13 @@ impl Store {
     /// Выбирает способ пакетной записи на PostgreSQL (для бенчмарка).
     pub fn with_pg_write_method(mut self, m: PgWriteMethod) -> Self {
         self.pg_write = m;
+        self
+    }
+
+    /// Включает или выключает чтение аналитики из свёрток (`EVENTLOG_ANALYTICS_ROLLUPS`).
+    /// Выключено — аналитика всегда считается по сырым строкам; ответ тот же.
+    pub fn with_rollup_reads(mut self, on: bool) -> Self {
+        self.rollup_reads = on;
         self
     }
 

@@ -36,6 +36,12 @@ use crate::query::{EventFilter, Position, ReadScope};
 /// Имя потребителя журнала, который ведёт сводки сессий.
 pub const FOLLOWER: &str = migration::SESSIONS_FOLLOWER;
 
+/// Предел одного шага потребителя `sessions`: фиксаций журнала (PostgreSQL) или
+/// событий (SQLite) в одной транзакции.
+pub fn step_limit(_pg: bool) -> u32 {
+    1000
+}
+
 /// Сколько неприменённых строк области читается для дельты. Больше — потребитель
 /// сильно отстал (остановлен): чтение идёт прямым подсчётом, без дельты в памяти.
 const MAX_DELTA_ROWS: usize = 20_000;

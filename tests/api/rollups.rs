@@ -505,9 +505,15 @@ async fn migration_backfills_rollups(b: Backend) {
 }
 both!(migration_backfills_rollups);
 
-/// Сервер сам ведёт свёртки (`EVENTLOG_ROLLUP_INTERVAL_MS`), а с 0 — нет.
+/// С `EVENTLOG_ANALYTICS_ROLLUPS=true` сервер сам ведёт свёртки
+/// (`EVENTLOG_ROLLUP_INTERVAL_MS`), а с интервалом 0 или без `EVENTLOG_ANALYTICS_ROLLUPS`
+/// (по умолчанию) — нет, и аналитика считается по сырым строкам.
 async fn server_follower_applies_ingested_events(b: Backend) {
-    let w = crate::fixture::world_with(&b, |s| s.rollup_interval_ms = 10).await;
+    let w = crate::fixture::world_with(&b, |s| {
+        s.analytics_rollups = true;
+        s.rollup_interval_ms = 10;
+    })
+    .await;
     let store = w.app.store.clone();
     let head = store.log_head().await.unwrap().commit;
     wait_for("the rollup follower catches up", 10, || {
@@ -541,9 +547,33 @@ async fn server_follower_applies_ingested_events(b: Backend) {
     assert_eq!(r["data"]["analytics"]["totalEvents"], 90, "{r}");
     assert_eq!(r["data"]["analytics"]["sessions"], 3, "{r}");
 
-    let off = crate::fixture::world_with(&b, |s| s.rollup_interval_ms = 0).await;
+    let off = crate::fixture::world_with(&b, |s| {
+        s.analytics_rollups = true;
+        s.rollup_interval_ms = 0;
+    })
+    .await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(off.app.store.follower_position("rollups").await.unwrap(), Some(0));
+
+    // По умолчанию свёртки выключены: потребитель не шагает даже с интервалом, а
+    // ответ API — тот же, по сырым строкам.
+    let default = crate::fixture::world_with(&b, |s| s.rollup_interval_ms = 10).await;
+    assert!(!eventlog::config::Settings::for_database(&default.app.db_url).analytics_rollups);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        default.app.store.follower_position("rollups").await.unwrap(),
+        Some(0)
+    );
+    let r = default
+        .app
+        .graphql(
+            Some(&default.admin),
+            "query($p: UUID!) { analytics(projectId: $p, bucket: HOUR) { totalEvents sessions } }",
+            json!({"p": default.project}),
+        )
+        .await;
+    assert_eq!(r["data"]["analytics"]["totalEvents"], 90, "{r}");
+    assert_eq!(r["data"]["analytics"]["sessions"], 3, "{r}");
 }
 both!(server_follower_applies_ingested_events);
 

@@ -44,6 +44,15 @@ pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 /// Предел размера кадра, байт.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 
+/// Ёмкость буфера чтения сокета, байт. tungstenite перед каждой попыткой чтения
+/// заполняет нулями всю свободную ёмкость буфера (по умолчанию 128 КиБ), а чтение
+/// пробуется при каждом опросе соединения — то есть после каждого отправленного
+/// события подписки. При тысячах сообщений в секунду это было главной статьёй
+/// расхода CPU сервера (четверть его времени в memset, см. docs/performance.md).
+/// Сообщения клиента малы; кадр больше буфера всё равно читается целиком (буфер
+/// растёт до размера кадра, предел — [`MAX_FRAME_BYTES`]).
+pub const READ_BUFFER_BYTES: usize = 4 * 1024;
+
 /// Код закрытия при превышении числа соединений одного вызывающего.
 pub const CLOSE_RATE_LIMITED: u16 = 4429;
 
@@ -226,6 +235,7 @@ pub async fn graphql_ws(
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
+        .read_buffer_size(READ_BUFFER_BYTES)
         .on_upgrade(move |socket| {
             let connections = state.connections.clone();
             connections.track_future(serve(state, socket, protocol, slot, caps))
