@@ -134,6 +134,22 @@ async fn fast_path_answers_byte_for_byte_like_the_general_executor(b: Backend) {
             None,
             json!({"p": p}),
         ),
+        // Переменные внутри литерала фильтра (форма `page-type` бенчмарка).
+        (
+            "query($p: UUID!, $t: String!, $a: String) { events(projectId: $p, filter: {eventTypes: [$t]}, first: 5, after: $a) {
+               edges { cursor node { id eventType } } pageInfo { hasNextPage endCursor } } }"
+                .into(),
+            None,
+            json!({"p": p, "t": "ERROR", "a": null}),
+        ),
+        (
+            "query($p: UUID!, $t: String!, $u: String, $e: Boolean, $s: UUID) { events(projectId: $p,
+               filter: {eventTypes: [$t, \"TOOL_RESULT\"], userId: $u, hasError: $e, sessionId: $s, agentIds: [\"agent-a\"]}, first: 9) {
+               nodes { id userId errorCode } } }"
+                .into(),
+            None,
+            json!({"p": p, "t": "ERROR", "u": null, "e": true, "s": s0}),
+        ),
         // sessionEvents.
         (
             "query($p: UUID!, $s: UUID!, $n: Int, $a: String) { sessionEvents(projectId: $p, sessionId: $s, first: $n, after: $a) {
@@ -157,6 +173,33 @@ async fn fast_path_answers_byte_for_byte_like_the_general_executor(b: Backend) {
             json!({"p": p}),
         ),
         (FULL.into(), None, json!({"p": p, "a": "not-a-cursor"})),
+        // Переменные в литерале фильтра, которые быстрый путь не берёт: необязательная в
+        // позиции `String!`, не того типа, без значения, значение не того вида.
+        (
+            "query($p: UUID!, $t: String) { events(projectId: $p, filter: {eventTypes: [$t]}, first: 3) { nodes { id } } }".into(),
+            None,
+            json!({"p": p, "t": "ERROR"}),
+        ),
+        (
+            "query($p: UUID!, $t: Int!) { events(projectId: $p, filter: {eventTypes: [$t]}, first: 3) { nodes { id } } }".into(),
+            None,
+            json!({"p": p, "t": 5}),
+        ),
+        (
+            "query($p: UUID!, $u: String) { events(projectId: $p, filter: {userId: $u}, first: 3) { nodes { id } } }".into(),
+            None,
+            json!({"p": p}),
+        ),
+        (
+            "query($p: UUID!, $s: UUID) { events(projectId: $p, filter: {sessionId: $s}, first: 3) { nodes { id } } }".into(),
+            None,
+            json!({"p": p, "s": "not-a-uuid"}),
+        ),
+        (
+            "query($p: UUID!, $t: String!) { events(projectId: $p, filter: {eventTypes: $t}, first: 3) { nodes { id } } }".into(),
+            None,
+            json!({"p": p, "t": "ERROR"}),
+        ),
         (FULL.into(), None, json!({"p": p, "n": 0})),
         (FULL.into(), None, json!({"p": p, "n": 501})),
         (FULL.into(), None, json!({"p": "not-a-uuid"})),

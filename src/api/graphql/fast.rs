@@ -246,6 +246,9 @@ enum Item {
 enum Arg {
     Lit(ConstValue),
     Var(Name),
+    /// Литерал фильтра с переменными внутри (`filter: {eventTypes: [$t]}`) и типы
+    /// позиций этих переменных.
+    Tmpl(Value, Vec<(Name, ArgType)>),
 }
 
 /// Разобранный запрос страницы.
@@ -329,6 +332,55 @@ fn var_type(t: &Type) -> Option<(ArgType, bool)> {
 }
 
 impl<'d> Builder<'d> {
+    /// Переменные внутри литерала фильтра: каждая — в позиции известного поля и
+    /// объявлена ровно с типом этой позиции (в обязательную позицию — обязательная).
+    /// `None` — такой шаблон общий путь мог бы проверить иначе: туда.
+    fn filter_vars(&mut self, v: &Value) -> Option<Vec<(Name, ArgType)>> {
+        let Value::Object(map) = v else {
+            return None;
+        };
+        let mut out = Vec::new();
+        for (k, v) in map {
+            // Тип позиции значения поля: (тип, обязательна ли, список ли).
+            let (ty, list) = match k.as_str() {
+                "eventTypes" | "agentIds" => (ArgType::String, true),
+                "sessionId" => (ArgType::Uuid, false),
+                "userId" | "toolName" | "errorCode" | "approvalStatus" => (ArgType::String, false),
+                "hasError" => (ArgType::Boolean, false),
+                // Остальные поля (время, JSON) — только литералами.
+                _ if v.clone().into_const().is_some() => continue,
+                _ => return None,
+            };
+            match (v, list) {
+                // Элементы списка — `String!`: только обязательные строковые переменные.
+                (Value::List(items), true) => {
+                    for item in items {
+                        match item {
+                            Value::Variable(n) if self.vars.get(n) == Some(&(ty, true)) => {
+                                self.used_vars.push(n.clone());
+                                out.push((n.clone(), ty));
+                            }
+                            Value::Variable(_) => return None,
+                            lit if lit.clone().into_const().is_some() => {}
+                            _ => return None,
+                        }
+                    }
+                }
+                (Value::Variable(n), false) => {
+                    let (vty, _) = *self.vars.get(n)?;
+                    if vty != ty {
+                        return None;
+                    }
+                    self.used_vars.push(n.clone());
+                    out.push((n.clone(), ty));
+                }
+                (lit, _) if lit.clone().into_const().is_some() => {}
+                _ => return None,
+            }
+        }
+        Some(out)
+    }
+
     /// Условия директив; `None` — неизвестная директива или неверный аргумент.
     fn conds(&mut self, dirs: &[Positioned<Directive>]) -> Option<Vec<Cond>> {
         let mut out = Vec::with_capacity(dirs.len());
@@ -555,13 +607,17 @@ impl Plan {
                     b.used_vars.push(v.clone());
                     Arg::Var(v.clone())
                 }
-                other => {
-                    let lit = other.clone().into_const()?;
-                    if !literal_ok(*ty, &lit) || (*arg_required && lit == ConstValue::Null) {
-                        return None;
+                other => match other.clone().into_const() {
+                    Some(lit) => {
+                        if !literal_ok(*ty, &lit) || (*arg_required && lit == ConstValue::Null) {
+                            return None;
+                        }
+                        Arg::Lit(lit)
                     }
-                    Arg::Lit(lit)
-                }
+                    // Переменные внутри литерала — только в фильтре.
+                    None if *ty == ArgType::Filter => Arg::Tmpl(other.clone(), b.filter_vars(other)?),
+                    None => return None,
+                },
             };
             if args.insert(name.node.to_string(), arg).is_some() {
                 return None;
@@ -594,7 +650,24 @@ impl Plan {
         match self.args.get(name)? {
             Arg::Lit(v) => Some(v),
             Arg::Var(v) => vars.get(v).or_else(|| self.defaults.get(v)),
+            // Подставляется отдельно ([`Plan::filter_value`]).
+            Arg::Tmpl(..) => None,
         }
+    }
+
+    /// Значение фильтра на этот запрос: `Some(None)` — фильтр не задан; `None` —
+    /// идти общим путём (переменная шаблона без значения или значение не подходит).
+    fn filter_value(&self, vars: &Variables) -> Option<Option<ConstValue>> {
+        let Some(Arg::Tmpl(tmpl, _)) = self.args.get("filter") else {
+            return Some(self.arg("filter", vars).cloned());
+        };
+        // Переменная без значения и без значения по умолчанию: что сделает с ней общий
+        // путь (ошибка или отсутствие поля) — решает он.
+        let value = tmpl
+            .clone()
+            .into_const_with(|n| vars.get(&n).or_else(|| self.defaults.get(&n)).cloned().ok_or(()))
+            .ok()?;
+        filter_ok(&value).then_some(Some(value))
     }
 
     fn bool_of(&self, src: &BoolSrc, vars: &Variables) -> Option<bool> {
@@ -681,13 +754,25 @@ impl Plan {
         // Переменные проверяются строго (строже общего пути): всё, что общий путь
         // мог бы отвергнуть или привести иначе, уходит к нему.
         for (name, arg) in &self.args {
-            if let Arg::Var(v) = arg {
-                let (_, ty, _) = root_args(self.kind).iter().find(|(n, _, _)| n == name)?;
-                if let Some(value) = vars.get(v)
-                    && !variable_ok(*ty, value)
-                {
-                    return None;
+            match arg {
+                Arg::Var(v) => {
+                    let (_, ty, _) = root_args(self.kind).iter().find(|(n, _, _)| n == name)?;
+                    if let Some(value) = vars.get(v)
+                        && !variable_ok(*ty, value)
+                    {
+                        return None;
+                    }
                 }
+                Arg::Tmpl(_, nested) => {
+                    for (v, ty) in nested {
+                        if let Some(value) = vars.get(v)
+                            && !variable_ok(*ty, value)
+                        {
+                            return None;
+                        }
+                    }
+                }
+                Arg::Lit(_) => {}
             }
         }
         let root = self.collect(&self.root, vars)?;
@@ -721,7 +806,7 @@ impl Plan {
                 }
             }
             _ => {
-                let filter: Option<EventFilterInput> = parse_opt(self.arg("filter", vars))?;
+                let filter: Option<EventFilterInput> = parse_opt(self.filter_value(vars)?.as_ref())?;
                 let order: Option<SortOrder> = parse_opt(self.arg("order", vars))?;
                 EventsRequest {
                     kind: CursorKind::Events,
