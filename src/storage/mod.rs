@@ -27,6 +27,8 @@ use std::time::Duration;
 
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, SqlxPostgresConnector, SqlxSqliteConnector};
+use sqlx::Connection;
+use sqlx::pool::PoolConnectionMetadata;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
@@ -105,6 +107,26 @@ impl Default for PoolOptions {
     }
 }
 
+/// Соединение, простоявшее в пуле дольше этого, проверяется перед выдачей.
+const PING_IDLE_AFTER: Duration = Duration::from_secs(5);
+
+/// Проверка соединения перед выдачей из пула — только после простоя.
+///
+/// По умолчанию sqlx проверяет (`ping`: лишний обмен с базой) каждое соединение при
+/// каждой выдаче: на странице событий это до трети системных вызовов и пробуждений
+/// процесса базы. Соединение, которое только что вернули в пул, живо; проверять стоит
+/// только простоявшие (после перезапуска базы или обрыва сети). Ошибка проверки
+/// закрывает соединение, и пул выдаёт другое — как при `test_before_acquire`.
+async fn ping_if_idle<C: Connection>(
+    conn: &mut C,
+    meta: PoolConnectionMetadata,
+) -> Result<bool, sqlx::Error> {
+    if meta.idle_for >= PING_IDLE_AFTER {
+        conn.ping().await?;
+    }
+    Ok(true)
+}
+
 impl Store {
     /// Подключается по URL `postgres://…` или `sqlite://PATH?mode=rwc`.
     /// SQLite открывается в режиме WAL с `synchronous` из `opts` (по умолчанию
@@ -115,6 +137,8 @@ impl Store {
             let pool = PgPoolOptions::new()
                 .max_connections(opts.max_connections)
                 .acquire_timeout(opts.acquire_timeout)
+                .test_before_acquire(false)
+                .before_acquire(|conn, meta| Box::pin(async move { ping_if_idle(conn, meta).await }))
                 .connect_with(connect)
                 .await?;
             SqlxPostgresConnector::from_sqlx_postgres_pool(pool)
@@ -135,6 +159,8 @@ impl Store {
             let pool = SqlitePoolOptions::new()
                 .max_connections(max)
                 .acquire_timeout(opts.acquire_timeout)
+                .test_before_acquire(false)
+                .before_acquire(|conn, meta| Box::pin(async move { ping_if_idle(conn, meta).await }))
                 .connect_with(connect)
                 .await?;
             SqlxSqliteConnector::from_sqlx_sqlite_pool(pool)

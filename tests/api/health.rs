@@ -68,3 +68,38 @@ async fn websocket_clients_get_close_1001_when_the_server_stops(b: Backend) {
     }
 }
 both!(websocket_clients_get_close_1001_when_the_server_stops);
+
+/// Пул проверяет только простоявшие соединения: после обрыва всех соединений базы
+/// (`pg_terminate_backend`, как при перезапуске) и простоя дольше порога следующая
+/// операция хранилища проходит — мёртвые соединения отбраковываются проверкой, а не
+/// отдаются клиенту.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(eventlog_test_postgres),
+    ignore = "needs EVENTLOG_TEST_POSTGRES_URL at build time"
+)]
+async fn pool_discards_connections_killed_while_idle() {
+    use sqlx::Connection;
+    let db = crate::helpers::TestDb::new(&Backend::require_postgres()).await;
+    let store = db.store().await;
+    // Несколько соединений в пуле: параллельные операции.
+    let (a, b2, c) = tokio::join!(store.ping(), store.ping(), store.ping());
+    a.unwrap();
+    b2.unwrap();
+    c.unwrap();
+    let name = db.url.rsplit('/').next().unwrap().split('?').next().unwrap().to_owned();
+    let mut admin = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let killed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = $1 AND pid <> pg_backend_pid()) t",
+    )
+    .bind(&name)
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert!(killed >= 1, "no pool connection to kill");
+    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    for _ in 0..4 {
+        store.ping().await.expect("a killed idle connection reached the caller");
+    }
+}
