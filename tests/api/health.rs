@@ -87,19 +87,20 @@ async fn pool_discards_connections_killed_while_idle() {
     a.unwrap();
     b2.unwrap();
     c.unwrap();
-    let name = db.url.rsplit('/').next().unwrap().split('?').next().unwrap().to_owned();
     let mut admin = sqlx::PgConnection::connect(&db.url).await.unwrap();
     let killed: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-         WHERE datname = $1 AND pid <> pg_backend_pid()) t",
+         WHERE datname = current_database() AND pid <> pg_backend_pid()) t",
     )
-    .bind(&name)
     .fetch_one(&mut admin)
     .await
     .unwrap();
     assert!(killed >= 1, "no pool connection to kill");
     tokio::time::sleep(std::time::Duration::from_secs(6)).await;
     for _ in 0..4 {
-        store.ping().await.expect("a killed idle connection reached the caller");
+        store
+            .ping()
+            .await
+            .expect("a killed idle connection reached the caller");
     }
 }
