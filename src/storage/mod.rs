@@ -29,8 +29,8 @@ use migration::{Migrator, MigratorTrait};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, SqlxPostgresConnector, SqlxSqliteConnector};
 use sqlx::Connection;
 use sqlx::pool::PoolConnectionMetadata;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 
 pub use codec::Columns;
 pub use error::StorageError;
@@ -127,6 +127,16 @@ async fn ping_if_idle<C: Connection>(
     Ok(true)
 }
 
+/// Настройки пула, общие для обеих баз: размер, ожидание соединения и проверка
+/// только простоявших соединений ([`ping_if_idle`]).
+fn pool_options<DB: sqlx::Database>(max: u32, acquire_timeout: Duration) -> sqlx::pool::PoolOptions<DB> {
+    sqlx::pool::PoolOptions::<DB>::new()
+        .max_connections(max)
+        .acquire_timeout(acquire_timeout)
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| Box::pin(async move { ping_if_idle(conn, meta).await }))
+}
+
 impl Store {
     /// Подключается по URL `postgres://…` или `sqlite://PATH?mode=rwc`.
     /// SQLite открывается в режиме WAL с `synchronous` из `opts` (по умолчанию
@@ -134,11 +144,7 @@ impl Store {
     pub async fn connect(url: &str, opts: PoolOptions) -> Result<Self, StorageError> {
         let mut db = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let connect = PgConnectOptions::from_str(url)?;
-            let pool = PgPoolOptions::new()
-                .max_connections(opts.max_connections)
-                .acquire_timeout(opts.acquire_timeout)
-                .test_before_acquire(false)
-                .before_acquire(|conn, meta| Box::pin(async move { ping_if_idle(conn, meta).await }))
+            let pool = pool_options::<sqlx::Postgres>(opts.max_connections, opts.acquire_timeout)
                 .connect_with(connect)
                 .await?;
             SqlxPostgresConnector::from_sqlx_postgres_pool(pool)
@@ -156,11 +162,7 @@ impl Store {
             } else {
                 opts.max_connections
             };
-            let pool = SqlitePoolOptions::new()
-                .max_connections(max)
-                .acquire_timeout(opts.acquire_timeout)
-                .test_before_acquire(false)
-                .before_acquire(|conn, meta| Box::pin(async move { ping_if_idle(conn, meta).await }))
+            let pool = pool_options::<sqlx::Sqlite>(max, opts.acquire_timeout)
                 .connect_with(connect)
                 .await?;
             SqlxSqliteConnector::from_sqlx_sqlite_pool(pool)

@@ -753,26 +753,18 @@ impl Plan {
         }
         // Переменные проверяются строго (строже общего пути): всё, что общий путь
         // мог бы отвергнуть или привести иначе, уходит к нему.
+        let refused = |v: &Name, ty: ArgType| vars.get(v).is_some_and(|value| !variable_ok(ty, value));
         for (name, arg) in &self.args {
-            match arg {
+            let bad = match arg {
                 Arg::Var(v) => {
                     let (_, ty, _) = root_args(self.kind).iter().find(|(n, _, _)| n == name)?;
-                    if let Some(value) = vars.get(v)
-                        && !variable_ok(*ty, value)
-                    {
-                        return None;
-                    }
+                    refused(v, *ty)
                 }
-                Arg::Tmpl(_, nested) => {
-                    for (v, ty) in nested {
-                        if let Some(value) = vars.get(v)
-                            && !variable_ok(*ty, value)
-                        {
-                            return None;
-                        }
-                    }
-                }
-                Arg::Lit(_) => {}
+                Arg::Tmpl(_, nested) => nested.iter().any(|(v, ty)| refused(v, *ty)),
+                Arg::Lit(_) => false,
+            };
+            if bad {
+                return None;
             }
         }
         let root = self.collect(&self.root, vars)?;
