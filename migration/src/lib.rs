@@ -10,7 +10,9 @@
 //! `m20261205_000001_create_log_followers` — позиции потребителей журнала;
 //! `m20261205_000002_create_analytics_rollups` — часовые свёртки аналитики
 //! (SQL свёрток — в [`rollup_sql`]).
-//! `m20261205_000003_create_session_summaries` — сводки сессий (потребитель `sessions`).
+//! `m20261205_000003_create_session_summaries` — сводки сессий (потребитель `sessions`);
+//! `m20261205_000004_narrow_analytics_rollups` заменяет часовые свёртки узкими
+//! (по разрезу на строку, часы и сутки; SQL — в [`rollup_sql`]).
 //! `down` каждой миграции полностью отменяет её `up`.
 
 pub use sea_orm_migration::prelude::*;
@@ -28,6 +30,7 @@ mod m20261205_000001_create_log_followers;
 pub use m20261205_000001_create_log_followers::{head_position_sql, lock_log_sql};
 mod m20261205_000002_create_analytics_rollups;
 mod m20261205_000003_create_session_summaries;
+mod m20261205_000004_narrow_analytics_rollups;
 pub mod rollup_sql;
 
 pub use m20261205_000003_create_session_summaries::{
@@ -48,6 +51,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000001_create_log_followers::Migration),
             Box::new(m20261205_000002_create_analytics_rollups::Migration),
             Box::new(m20261205_000003_create_session_summaries::Migration),
+            Box::new(m20261205_000004_narrow_analytics_rollups::Migration),
         ]
     }
 }

@@ -1,23 +1,27 @@
-//! SQL свёрток аналитики, общий для миграции `m20261205_000002_create_analytics_rollups`
+//! SQL свёрток аналитики, общий для миграции `m20261205_000004_narrow_analytics_rollups`
 //! (заполнение по уже записанным строкам) и сервера (потребитель журнала `rollups`,
 //! вычитание при очистке, точное чтение аналитики). Одно определение: строка
 //! `event_logs` попадает в свёртку одним и тем же выражением при заполнении, при
 //! каждом шаге потребителя и при вычитании.
 //!
-//! Таблицы (гранулярность — час UTC):
-//! - `rollup_events` — ключ `(project_id, user_id, hour, event_type, agent_id,
-//!   tool_name, error_code, approval_status, model)`, суммы `n`, `input_tokens`,
-//!   `output_tokens` и `last_at` (последнее `created_at` группы). `model` задана
-//!   только у MODEL_CALL, у остальных NULL.
-//! - `rollup_sessions` — ключ `(project_id, user_id, hour, session_id, agent_id,
-//!   event_type)`, суммы `n` и `errors`: по ним считаются точные числа различных
-//!   сессий (всего и по агентам) под фильтрами eventTypes, agentIds, userId, hasError.
+//! Свёртки узкие: одна строка на (проект, уровень пользователя, ячейка времени,
+//! разрез, значение разреза), без скрещивания измерений — так строк в окне столько,
+//! сколько различных значений каждого разреза, а не их произведений.
+//! - `rollup_parts` — ключ `(project_id, user_key, grain, slot, dim, k)`:
+//!   `user_key` — `user_id` или `''` (все пользователи, [`crate::ALL_USERS_KEY`],
+//!   читает администратор); `grain` — 0 час, 1 сутки UTC (`slot` — начало ячейки);
+//!   `dim` и `k` — разрез и его значение ([`DIMS`]: итоги с `k = ''`, тип, код
+//!   ошибки, инструмент, агент, модель). Суммы — счётчики [`COUNTED`], `n`,
+//!   токены и `last_at` (последнее `created_at` группы).
+//! - `rollup_session_parts` — пары (сессия, агент) по часам на обоих уровнях
+//!   пользователя: `agent_id` NULL — сессия целиком. По ним считаются точные числа
+//!   различных сессий, всего и по агентам (перечислением: сессий в окне в десятки
+//!   раз меньше, чем событий).
 //!
-//! NULL в ключе. PostgreSQL: ограничение `UNIQUE NULLS NOT DISTINCT` (PostgreSQL 15+),
-//! а вместо самой модели в ключе — `model_key = sha256(model)`: строка модели
-//! из нагрузки не ограничена по длине, а запись индекса btree — около 2,7 КБ.
-//! SQLite: уникальный индекс по выражениям `ifnull(col, X'00')` — BLOB никогда не
-//! равен тексту, поэтому NULL не совпадает ни с одним значением, в том числе с `''`.
+//! Ключ. PostgreSQL: вместо `k` в уникальном ключе — `kh = sha256(k)` (модель из
+//! нагрузки не ограничена по длине, а запись индекса btree — около 2,7 КБ);
+//! `UNIQUE NULLS NOT DISTINCT` для `agent_id` (PostgreSQL 15+). SQLite: уникальный
+//! индекс по выражению `ifnull(agent_id, X'00')` — BLOB не равен никакому тексту.
 
 use sea_orm_migration::sea_orm::DbBackend;
 
@@ -123,164 +127,242 @@ impl Upsert {
     }
 }
 
-/// Ключ `rollup_events` в GROUP BY (модель — полной строкой).
-const EVENTS_GROUP: &str =
-    "project_id, user_id, hour, event_type, agent_id, tool_name, error_code, approval_status, model";
-/// Ключ `rollup_sessions`.
-const SESSIONS_GROUP: &str = "project_id, user_id, hour, session_id, agent_id, event_type";
+/// Условные счётчики аналитики: имя столбца и условие на событие. Одно определение
+/// для сырого пути (каждая строка с весом 1), заполнения свёрток и их чтения.
+pub const COUNTED: [(&str, &str); 6] = [
+    ("errors", "error_code IS NOT NULL"),
+    ("calls", "event_type = 'TOOL_REQUEST'"),
+    ("req", "event_type = 'APPROVAL_REQUIRED'"),
+    (
+        "appr",
+        "event_type = 'APPROVAL_RESOLVED' AND approval_status = 'APPROVED'",
+    ),
+    (
+        "rej",
+        "event_type = 'APPROVAL_RESOLVED' AND approval_status = 'REJECTED'",
+    ),
+    ("tmo", "event_type = 'APPROVAL_TIMEOUT'"),
+];
 
-/// Две инструкции upsert (`rollup_events`, затем `rollup_sessions`) по строкам
-/// `event_logs`, отобранным условиями. Каждая — один проход GROUP BY по строкам и
-/// `ON CONFLICT DO UPDATE` со сложением счётчиков; при вычитании счётчики входят со
-/// знаком минус, а `last_at` не меняется (см. docs/architecture.md, «Analytics rollups»).
-pub fn upserts(backend: DbBackend, delta: Delta) -> [Upsert; 2] {
-    let pg = backend == DbBackend::Postgres;
-    let s = if delta == Delta::Add { "" } else { "-" };
-    let rows = format!(" FROM (SELECT {} FROM event_logs WHERE 1 = 1", row_sql(pg));
-    let (key_cols, key_vals, events_target, sessions_target) = if pg {
-        (
-            "model_key, model",
-            "sha256(convert_to(model, 'UTF8')), model",
-            "project_id, user_id, hour, event_type, agent_id, tool_name, error_code, approval_status, model_key"
-                .to_owned(),
-            SESSIONS_GROUP.to_owned(),
-        )
-    } else {
-        (
-            "model",
-            "model",
-            sqlite_target(
-                "project_id, user_id, hour, event_type",
-                &["agent_id", "tool_name", "error_code", "approval_status", "model"],
-            ),
-            sqlite_target("project_id, user_id, hour, session_id, event_type", &["agent_id"]),
-        )
-    };
-    let last_at = match (delta, pg) {
-        (Delta::Subtract, _) => "",
-        (Delta::Add, true) => ", last_at = GREATEST(rollup_events.last_at, excluded.last_at)",
-        (Delta::Add, false) => ", last_at = max(rollup_events.last_at, excluded.last_at)",
-    };
-    let events = Upsert {
-        head: format!(
-            "INSERT INTO rollup_events (project_id, user_id, hour, event_type, agent_id, tool_name, \
-             error_code, approval_status, {key_cols}, n, input_tokens, output_tokens, last_at) \
-             SELECT project_id, user_id, hour, event_type, agent_id, tool_name, error_code, \
-             approval_status, {key_vals}, {s}COUNT(*), {s}SUM(input_tokens), {s}SUM(output_tokens), \
-             MAX(created_at){rows}"
-        ),
-        tail: format!(
-            ") e GROUP BY {EVENTS_GROUP} ON CONFLICT ({events_target}) DO UPDATE SET \
-             n = rollup_events.n + excluded.n, \
-             input_tokens = rollup_events.input_tokens + excluded.input_tokens, \
-             output_tokens = rollup_events.output_tokens + excluded.output_tokens{last_at}"
-        ),
-    };
-    let sessions = Upsert {
-        head: format!(
-            "INSERT INTO rollup_sessions ({SESSIONS_GROUP}, n, errors) \
-             SELECT {SESSIONS_GROUP}, {s}COUNT(*), {s}COUNT(error_code){rows}"
-        ),
-        tail: format!(
-            ") e GROUP BY {SESSIONS_GROUP} ON CONFLICT ({sessions_target}) DO UPDATE SET \
-             n = rollup_sessions.n + excluded.n, errors = rollup_sessions.errors + excluded.errors"
-        ),
-    };
-    [events, sessions]
-}
+/// Разрезы `rollup_parts`: номер `dim` и значение `k` — выражение над строкой в
+/// форме [`row_sql`] (NULL — строка в разрез не входит). Номера совпадают с
+/// номерами разрезов ответа чтения (4 там — временной ряд по строкам итогов).
+pub const DIMS: [(i16, &str); 6] = [
+    (0, "''"),
+    (1, "event_type"),
+    (2, "error_code"),
+    (3, "tool_name"),
+    (5, "agent_id"),
+    (6, "model"),
+];
 
-/// Цель ON CONFLICT на SQLite: столбцы без NULL как есть, остальные через `ifnull(…, X'00')`
-/// (те же выражения, что в уникальном индексе).
-fn sqlite_target(plain: &str, nullable: &[&str]) -> String {
-    let mut s = plain.to_owned();
-    for c in nullable {
-        s.push_str(&format!(", ifnull({c}, X'00')"));
+/// Столбцы сумм строки свёртки (кроме `last_at`) в порядке таблицы.
+pub const SUMMED: [&str; 9] = [
+    "n",
+    "errors",
+    "calls",
+    "req",
+    "appr",
+    "rej",
+    "tmo",
+    "input_tokens",
+    "output_tokens",
+];
+
+/// Счётчики одной сырой строки `event_logs` в форме строки свёртки: `1 AS n` и по
+/// столбцу на условие [`COUNTED`] (1 или 0).
+pub fn counters_sql() -> String {
+    let mut s = "1 AS n".to_owned();
+    for (name, cond) in COUNTED {
+        s.push_str(&format!(", CASE WHEN {cond} THEN 1 ELSE 0 END AS {name}"));
     }
     s
 }
 
-/// Таблицы и индексы свёрток.
+/// `CASE WHEN l.lvl = 0 THEN e.user_id ELSE '' END` — ключ уровня пользователя
+/// строки, размноженной на оба уровня (`l`).
+fn user_key_sql() -> String {
+    format!(
+        "CASE WHEN l.lvl = 0 THEN e.user_id ELSE '{}' END",
+        crate::ALL_USERS_KEY
+    )
+}
+
+/// Две инструкции upsert (`rollup_parts`, затем `rollup_session_parts`) по строкам
+/// `event_logs`, отобранным условиями. Каждая строка размножается на оба уровня
+/// пользователя (свой и «все»), на час и сутки и на разрезы, затем один GROUP BY и
+/// `ON CONFLICT DO UPDATE` со сложением сумм; при вычитании суммы входят со знаком
+/// минус, а `last_at` не меняется (см. docs/architecture.md, «Analytics rollups»).
+pub fn upserts(backend: DbBackend, delta: Delta) -> [Upsert; 2] {
+    let pg = backend == DbBackend::Postgres;
+    let s = if delta == Delta::Add { "" } else { "-" };
+    let levels = "(SELECT 0 AS lvl UNION ALL SELECT 1) l";
+    let src = |cols: &str| format!("FROM (SELECT {cols} FROM event_logs WHERE 1 = 1");
+    let key_case: String = DIMS.iter().map(|(d, k)| format!(" WHEN {d} THEN {k}")).collect();
+    let dims = DIMS
+        .iter()
+        .map(|(d, _)| format!("SELECT {d} AS dim"))
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
+    let cols = SUMMED.join(", ");
+    let sums: String = SUMMED.iter().map(|c| format!("{s}SUM({c}), ")).collect();
+    let (kh_col, kh_val, parts_target, sessions_target) = if pg {
+        (
+            ", kh",
+            ", sha256(convert_to(k, 'UTF8'))",
+            "project_id, user_key, grain, slot, dim, kh",
+            "project_id, user_key, hour, session_id, agent_id",
+        )
+    } else {
+        (
+            "",
+            "",
+            "project_id, user_key, grain, slot, dim, k",
+            "project_id, user_key, hour, session_id, ifnull(agent_id, X'00')",
+        )
+    };
+    let set: String = SUMMED
+        .iter()
+        .map(|c| format!("{c} = rollup_parts.{c} + excluded.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let last_at = match (delta, pg) {
+        (Delta::Subtract, _) => "",
+        (Delta::Add, true) => ", last_at = GREATEST(rollup_parts.last_at, excluded.last_at)",
+        (Delta::Add, false) => ", last_at = max(rollup_parts.last_at, excluded.last_at)",
+    };
+    let parts = Upsert {
+        head: format!(
+            "INSERT INTO rollup_parts (project_id, user_key, grain, slot, dim, k{kh_col}, {cols}, last_at) \
+             SELECT project_id, user_key, grain, slot, dim, k{kh_val}, {sums}MAX(created_at) \
+             FROM (SELECT e.project_id, {user_key} AS user_key, g.grain, \
+             CASE WHEN g.grain = 0 THEN e.hour ELSE {day} END AS slot, d.dim, \
+             CASE d.dim{key_case} END AS k, e.{ecols}, e.created_at \
+             {rows}",
+            user_key = user_key_sql(),
+            day = trunc_sql(pg, Trunc::Day, "e.hour"),
+            ecols = SUMMED.join(", e."),
+            rows = src(&format!("{}, {}", row_sql(pg), counters_sql())),
+        ),
+        tail: format!(
+            ") e CROSS JOIN {levels} CROSS JOIN (SELECT 0 AS grain UNION ALL SELECT 1) g \
+             CROSS JOIN ({dims}) d) x WHERE k IS NOT NULL \
+             GROUP BY project_id, user_key, grain, slot, dim, k \
+             ON CONFLICT ({parts_target}) DO UPDATE SET {set}{last_at}"
+        ),
+    };
+    let sessions = Upsert {
+        head: format!(
+            "INSERT INTO rollup_session_parts (project_id, user_key, hour, session_id, agent_id, n) \
+             SELECT project_id, user_key, hour, session_id, agent_id, {s}COUNT(*) \
+             FROM (SELECT e.project_id, {user_key} AS user_key, e.hour, e.session_id, \
+             CASE WHEN a.whole = 1 THEN NULL ELSE e.agent_id END AS agent_id, a.whole \
+             {rows}",
+            user_key = user_key_sql(),
+            rows = src(&format!(
+                "project_id, user_id, session_id, agent_id, {} AS hour",
+                trunc_sql(pg, Trunc::Hour, "created_at")
+            )),
+        ),
+        tail: format!(
+            ") e CROSS JOIN {levels} CROSS JOIN (SELECT 0 AS whole UNION ALL SELECT 1) a) x \
+             WHERE whole = 1 OR agent_id IS NOT NULL \
+             GROUP BY project_id, user_key, hour, session_id, agent_id \
+             ON CONFLICT ({sessions_target}) DO UPDATE SET n = rollup_session_parts.n + excluded.n"
+        ),
+    };
+    [parts, sessions]
+}
+
+/// Удаление опустевших групп (`n = 0`) после вычитания порции очистки: только в
+/// ячейках строк порции (`event_logs`, чьи `seq` в `purge_chunk`), по ключу индекса.
+pub fn purge_empty_sql(backend: DbBackend) -> [String; 2] {
+    let pg = backend == DbBackend::Postgres;
+    let hour = trunc_sql(pg, Trunc::Hour, "created_at");
+    let day = trunc_sql(pg, Trunc::Day, "created_at");
+    let all = crate::ALL_USERS_KEY;
+    let chunk = "FROM event_logs WHERE seq IN (SELECT seq FROM purge_chunk)";
+    [
+        format!(
+            "DELETE FROM rollup_parts WHERE n = 0 AND (project_id, user_key, grain, slot) IN \
+             (SELECT project_id, user_id, 0, {hour} {chunk} UNION SELECT project_id, '{all}', 0, {hour} {chunk} \
+             UNION SELECT project_id, user_id, 1, {day} {chunk} UNION SELECT project_id, '{all}', 1, {day} {chunk})"
+        ),
+        format!(
+            "DELETE FROM rollup_session_parts WHERE n = 0 AND (project_id, user_key, hour) IN \
+             (SELECT project_id, user_id, {hour} {chunk} UNION SELECT project_id, '{all}', {hour} {chunk})"
+        ),
+    ]
+}
+
+/// Таблицы узких свёрток (уникальные ключи служат и чтению: префикс
+/// `(project_id, user_key, grain, slot)` / `(project_id, user_key, hour)`).
 pub(crate) fn create_sql(backend: DbBackend) -> Vec<String> {
+    let sums = |int: &str| -> String { SUMMED.iter().map(|c| format!("{c} {int} NOT NULL, ")).collect() };
     if backend == DbBackend::Postgres {
         vec![
-            "CREATE TABLE rollup_events (
+            format!(
+                "CREATE TABLE rollup_parts (
+                    project_id uuid NOT NULL,
+                    user_key varchar(128) NOT NULL,
+                    grain smallint NOT NULL,
+                    slot timestamptz NOT NULL,
+                    dim smallint NOT NULL,
+                    k text NOT NULL,
+                    kh bytea NOT NULL,
+                    {}last_at timestamptz NOT NULL,
+                    CONSTRAINT rollup_parts_key UNIQUE (project_id, user_key, grain, slot, dim, kh)
+                )",
+                sums("bigint")
+            ),
+            "CREATE TABLE rollup_session_parts (
                 project_id uuid NOT NULL,
-                user_id varchar(128) NOT NULL,
-                hour timestamptz NOT NULL,
-                event_type varchar(64) NOT NULL,
-                agent_id varchar(128),
-                tool_name varchar(128),
-                error_code varchar(64),
-                approval_status varchar(16),
-                model_key bytea,
-                model text,
-                n bigint NOT NULL,
-                input_tokens bigint NOT NULL,
-                output_tokens bigint NOT NULL,
-                last_at timestamptz NOT NULL,
-                CONSTRAINT rollup_events_key UNIQUE NULLS NOT DISTINCT
-                    (project_id, user_id, hour, event_type, agent_id, tool_name, error_code,
-                     approval_status, model_key)
-            )"
-            .to_owned(),
-            "CREATE TABLE rollup_sessions (
-                project_id uuid NOT NULL,
-                user_id varchar(128) NOT NULL,
+                user_key varchar(128) NOT NULL,
                 hour timestamptz NOT NULL,
                 session_id uuid NOT NULL,
                 agent_id varchar(128),
-                event_type varchar(64) NOT NULL,
                 n bigint NOT NULL,
-                errors bigint NOT NULL,
-                CONSTRAINT rollup_sessions_key UNIQUE NULLS NOT DISTINCT
-                    (project_id, user_id, hour, session_id, agent_id, event_type)
+                CONSTRAINT rollup_session_parts_key UNIQUE NULLS NOT DISTINCT
+                    (project_id, user_key, hour, session_id, agent_id)
             )"
             .to_owned(),
-            "CREATE INDEX idx_rollup_events_project_hour ON rollup_events (project_id, hour)".to_owned(),
-            "CREATE INDEX idx_rollup_sessions_project_hour ON rollup_sessions (project_id, hour)".to_owned(),
         ]
     } else {
         vec![
-            "CREATE TABLE rollup_events (
+            format!(
+                "CREATE TABLE rollup_parts (
+                    project_id TEXT NOT NULL,
+                    user_key TEXT NOT NULL,
+                    grain INTEGER NOT NULL,
+                    slot TEXT NOT NULL,
+                    dim INTEGER NOT NULL,
+                    k TEXT NOT NULL,
+                    {}last_at TEXT NOT NULL
+                )",
+                sums("INTEGER")
+            ),
+            "CREATE TABLE rollup_session_parts (
                 project_id TEXT NOT NULL,
-                user_id TEXT NOT NULL,
-                hour TEXT NOT NULL,
-                event_type TEXT NOT NULL,
-                agent_id TEXT,
-                tool_name TEXT,
-                error_code TEXT,
-                approval_status TEXT,
-                model TEXT,
-                n INTEGER NOT NULL,
-                input_tokens INTEGER NOT NULL,
-                output_tokens INTEGER NOT NULL,
-                last_at TEXT NOT NULL
-            )"
-            .to_owned(),
-            "CREATE TABLE rollup_sessions (
-                project_id TEXT NOT NULL,
-                user_id TEXT NOT NULL,
+                user_key TEXT NOT NULL,
                 hour TEXT NOT NULL,
                 session_id TEXT NOT NULL,
                 agent_id TEXT,
-                event_type TEXT NOT NULL,
-                n INTEGER NOT NULL,
-                errors INTEGER NOT NULL
+                n INTEGER NOT NULL
             )"
             .to_owned(),
-            format!(
-                "CREATE UNIQUE INDEX rollup_events_key ON rollup_events ({})",
-                sqlite_target(
-                    "project_id, user_id, hour, event_type",
-                    &["agent_id", "tool_name", "error_code", "approval_status", "model"],
-                )
-            ),
-            format!(
-                "CREATE UNIQUE INDEX rollup_sessions_key ON rollup_sessions ({})",
-                sqlite_target("project_id, user_id, hour, session_id, event_type", &["agent_id"])
-            ),
-            "CREATE INDEX idx_rollup_events_project_hour ON rollup_events (project_id, hour)".to_owned(),
-            "CREATE INDEX idx_rollup_sessions_project_hour ON rollup_sessions (project_id, hour)".to_owned(),
+            "CREATE UNIQUE INDEX rollup_parts_key ON rollup_parts (project_id, user_key, grain, slot, dim, k)"
+                .to_owned(),
+            "CREATE UNIQUE INDEX rollup_session_parts_key ON rollup_session_parts \
+             (project_id, user_key, hour, session_id, ifnull(agent_id, X'00'))"
+                .to_owned(),
         ]
     }
+}
+
+/// Удаление таблиц узких свёрток.
+pub(crate) fn drop_sql() -> [&'static str; 2] {
+    [
+        "DROP TABLE IF EXISTS rollup_session_parts",
+        "DROP TABLE IF EXISTS rollup_parts",
+    ]
 }

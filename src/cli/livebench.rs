@@ -212,7 +212,7 @@ pub async fn run(store: &Store, database_url: &str, args: &LiveArgs) -> Result<(
     store
         .connection()
         .execute_unprepared(
-            "TRUNCATE event_logs, event_log_commits, event_log_heads, rollup_events, rollup_sessions, \
+            "TRUNCATE event_logs, event_log_commits, event_log_heads, rollup_parts, rollup_session_parts, \
              session_summaries, session_summary_agents RESTART IDENTITY; UPDATE log_followers SET pos = 0",
         )
         .await?;

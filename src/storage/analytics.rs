@@ -166,28 +166,11 @@ pub(super) struct Parts {
     pub(super) models: Vec<ModelUsage>,
 }
 
-/// Условные счётчики аналитики: имя столбца и условие на событие. Одно определение
-/// для сырого пути (каждая строка с весом 1) и свёрток (строка свёртки с весом `n`).
-const COUNTED: [(&str, &str); 6] = [
-    ("errors", "error_code IS NOT NULL"),
-    ("calls", "event_type = 'TOOL_REQUEST'"),
-    ("req", "event_type = 'APPROVAL_REQUIRED'"),
-    (
-        "appr",
-        "event_type = 'APPROVAL_RESOLVED' AND approval_status = 'APPROVED'",
-    ),
-    (
-        "rej",
-        "event_type = 'APPROVAL_RESOLVED' AND approval_status = 'REJECTED'",
-    ),
-    ("tmo", "event_type = 'APPROVAL_TIMEOUT'"),
-];
-
 /// Суммы `n`, ошибок, вызовов инструментов и согласований с весом строки `w`
 /// (`1` — сырая строка, `n` — строка свёртки); BIGINT на обеих базах.
 pub(super) fn sums(w: &str) -> String {
     let mut s = format!("CAST(COALESCE(SUM({w}), 0) AS BIGINT) AS n");
-    for (name, cond) in COUNTED {
+    for (name, cond) in rollup_sql::COUNTED {
         s.push_str(&format!(
             ", CAST(COALESCE(SUM(CASE WHEN {cond} THEN {w} ELSE 0 END), 0) AS BIGINT) AS {name}"
         ));

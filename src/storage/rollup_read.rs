@@ -1,33 +1,38 @@
-//! Точная аналитика из часовых свёрток (`rollup_events`, `rollup_sessions`; ведёт
+//! Точная аналитика из узких свёрток (`rollup_parts`, `rollup_session_parts`; ведёт
 //! их потребитель журнала [`super::rollups`]).
 //!
-//! Ответ складывается из трёх непересекающихся частей, объединение которых — ровно
+//! Ответ складывается из непересекающихся частей, объединение которых — ровно
 //! строки под фильтром:
-//! 1. строки свёрток за целые часы окна `[lo, hi)` (`lo` — `from`, округлённое вверх
-//!    до часа, `hi` — `to`, округлённое вниз). Свёртки содержат ровно события с
-//!    позицией не выше позиции потребителя (применённые);
+//! 1. строки свёрток: целые сутки окна `[dlo, dhi)` — строками суток, целые часы
+//!    `[lo, dlo)` и `[dhi, hi)` — строками часов (`lo` — `from`, округлённое вверх
+//!    до часа, `hi` — `to`, округлённое вниз; `dlo`, `dhi` — то же до суток внутри
+//!    `[lo, hi)`). Временной ряд по часам берёт итоги строками часов всего `[lo, hi)`.
+//!    Свёртки содержат ровно события с позицией не выше позиции потребителя;
 //! 2. сырые строки `event_logs` на краях окна: `[from, lo)` и `[hi, to)`;
 //! 3. сырые строки внутри `[lo, hi)`, ещё не применённые ([`LogRange::unapplied`]).
+//!
+//! Различные сессии — перечислением пар (сессия, агент): строки часов
+//! `rollup_session_parts` за `[lo, hi)` плюс пары сырых частей 2 и 3; сессия,
+//! попавшая в несколько частей, считается один раз (GROUP BY).
 //!
 //! Позиция потребителя и все строки читаются в одном снимке (REPEATABLE READ на
 //! PostgreSQL, одна транзакция чтения на SQLite): иначе потребитель мог бы сдвинуться
 //! между чтением позиции и свёрток, и строки посчитались бы дважды или ни разу.
 //!
-//! Фильтр и область компилируются в SQL тем же [`Sql::push_scope`] и
-//! [`Sql::push_filter`], что и для `event_logs`: у таблиц свёрток те же имена и
-//! смысл столбцов (NULL — «нет значения»). Фильтры, которых в свёртках нет
-//! (sessionId, payloadContains, toolName, errorCode, approvalStatus), и корзина
-//! MINUTE читаются по сырым строкам ([`plan`]).
+//! Свёртки не скрещивают разрезы, поэтому отвечают только окну времени и
+//! пользователю (уровень строк `user_key`: свой у пользователя, `userId` фильтра
+//! или «все» у администратора). Остальные фильтры и корзина MINUTE читаются по
+//! сырым строкам ([`plan`]).
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
-use migration::rollup_sql::{self, FOLLOWER};
+use migration::rollup_sql::{self, DIMS, FOLLOWER, SUMMED};
 use sea_orm::{AccessMode, ConnectionTrait, IsolationLevel, QueryResult, Statement, TransactionTrait};
 
 use super::analytics::{
     ANALYTICS_WORK_MEM, AgentInteraction, Analytics, Bucket, ModelUsage, Parts, assemble, bucket_sql, counts,
-    int, push_slice, sums,
+    int, push_slice,
 };
 use super::codec::get_ts;
 use super::follow::LogRange;
@@ -35,21 +40,29 @@ use super::sql::Sql;
 use super::{StorageError, Store};
 use crate::query::{EventFilter, ReadScope};
 
-/// Целые часы окна фильтра, которые берутся из свёрток: `[lo, hi)`; `None` — без
-/// границы с этой стороны.
+/// Граница интервала времени; `None` — без границы с этой стороны.
+pub type Bound = Option<DateTime<Utc>>;
+
+/// Части окна фильтра, которые берутся из свёрток; `None` в границе — без границы
+/// с этой стороны.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Plan {
     /// Начало первого целого часа (`from`, округлённое вверх).
     pub lo: Option<DateTime<Utc>>,
     /// Конец последнего целого часа (`to`, округлённое вниз).
     pub hi: Option<DateTime<Utc>>,
+    /// Целые сутки внутри `[lo, hi)`: `(dlo, dhi)`; `None` — ни одних целых суток.
+    pub days: Option<(Bound, Bound)>,
 }
 
 /// План чтения из свёрток или `None`, если аналитику нужно считать по сырым строкам:
-/// корзина MINUTE, фильтр по столбцу, которого нет в свёртках, или в окне нет ни
+/// корзина MINUTE, фильтр не только по времени и пользователю, или в окне нет ни
 /// одного целого часа.
 pub fn plan(filter: &EventFilter, bucket: Bucket) -> Option<Plan> {
     if bucket == Bucket::Minute
+        || filter.event_types.is_some()
+        || filter.agent_ids.is_some()
+        || filter.has_error.is_some()
         || filter.session_id.is_some()
         || filter.payload_contains.is_some()
         || filter.tool_name.is_some()
@@ -58,24 +71,76 @@ pub fn plan(filter: &EventFilter, bucket: Bucket) -> Option<Plan> {
     {
         return None;
     }
-    let lo = filter.from.map(ceil_hour);
-    let hi = filter.to.map(floor_hour);
+    let lo = filter.from.map(|t| ceil_to(t, Duration::hours(1)));
+    let hi = filter.to.map(|t| floor_to(t, Duration::hours(1)));
     if let (Some(lo), Some(hi)) = (lo, hi)
         && lo >= hi
     {
         return None;
     }
-    Some(Plan { lo, hi })
+    let dlo = lo.map(|t| ceil_to(t, Duration::days(1)));
+    let dhi = hi.map(|t| floor_to(t, Duration::days(1)));
+    let days = match (dlo, dhi) {
+        (Some(a), Some(b)) if a >= b => None,
+        d => Some(d),
+    };
+    Some(Plan { lo, hi, days })
 }
 
-fn floor_hour(t: DateTime<Utc>) -> DateTime<Utc> {
-    // Часы UTC кратны часу от эпохи Unix: усечение от эпохи даёт начало часа.
-    t.duration_trunc(Duration::hours(1)).unwrap_or(t)
+fn floor_to(t: DateTime<Utc>, unit: Duration) -> DateTime<Utc> {
+    // Часы и сутки UTC кратны своей длине от эпохи Unix: усечение от эпохи даёт начало.
+    t.duration_trunc(unit).unwrap_or(t)
 }
 
-fn ceil_hour(t: DateTime<Utc>) -> DateTime<Utc> {
-    let f = floor_hour(t);
-    if f == t { f } else { f + Duration::hours(1) }
+fn ceil_to(t: DateTime<Utc>, unit: Duration) -> DateTime<Utc> {
+    let f = floor_to(t, unit);
+    if f == t { f } else { f + unit }
+}
+
+/// Уровень строк свёрток (`user_key`) для области и фильтра. `None` — пользователь
+/// спрашивает о чужом `userId`: строк нет, ответ считается по сырым (он пуст).
+fn user_key(scope: &ReadScope, filter: &EventFilter) -> Option<String> {
+    match (&scope.user_id, &filter.user_id) {
+        (Some(own), Some(other)) if own != other => None,
+        (Some(own), _) => Some(own.clone()),
+        (None, Some(user)) => Some(user.clone()),
+        (None, None) => Some(migration::ALL_USERS_KEY.to_owned()),
+    }
+}
+
+/// Какие разрезы берёт выборка строк `rollup_parts`.
+#[derive(Debug, Clone, Copy)]
+enum Dims {
+    /// Все.
+    All,
+    /// Только итоги (`dim = 0`).
+    Totals,
+    /// Все, кроме итогов.
+    NotTotals,
+}
+
+/// Выборки строк `rollup_parts`: (зерно, начало, конец, разрезы). Временной ряд по
+/// часам требует итогов строками часов на всём `[lo, hi)`; остальное — строки суток
+/// на целых сутках и строки часов по краям.
+fn part_ranges(plan: Plan, bucket: Bucket) -> Vec<(i16, Bound, Bound, Dims)> {
+    let (mut v, rest) = if bucket == Bucket::Hour {
+        (vec![(0, plan.lo, plan.hi, Dims::Totals)], Dims::NotTotals)
+    } else {
+        (Vec::new(), Dims::All)
+    };
+    match plan.days {
+        None => v.push((0, plan.lo, plan.hi, rest)),
+        Some((dlo, dhi)) => {
+            v.push((1, dlo, dhi, rest));
+            if dlo.is_some() {
+                v.push((0, plan.lo, dlo, rest));
+            }
+            if dhi.is_some() {
+                v.push((0, dhi, plan.hi, rest));
+            }
+        }
+    }
+    v
 }
 
 /// Сырой срез: фильтр (с границами края окна) и, для середины окна, условие
@@ -130,116 +195,117 @@ fn push_raw(sql: &mut Sql, scope: &ReadScope, s: &Slice, cols: &str) {
     }
 }
 
-/// Инструкция разрезов аналитики: источник `src` — строки свёрток и сырые строки в
-/// одной форме (сырая строка — с весом `n = 1`), затем по группе на разрез. Разрез
-/// помечен столбцом `dim`: 0 — итоги, 1 — типы, 2 — коды ошибок, 3 — инструменты,
-/// 4 — корзины времени, 5 — агенты, 6 — модели.
+/// `project_id = ? AND user_key = ?` — строки свёрток уровня `key`.
+fn push_level(sql: &mut Sql, scope: &ReadScope, key: &str) {
+    sql.push("project_id = ")
+        .bind_uuid(scope.project_id)
+        .push(" AND user_key = ")
+        .bind(key.to_owned());
+}
+
+/// Инструкция разрезов аналитики: `r` — сырые части в форме строки свёртки
+/// ([`rollup_sql::row_sql`] и счётчики), `p` — строки `rollup_parts`
+/// ([`part_ranges`]); затем по группе на разрез. Разрез помечен столбцом `dim`:
+/// 0 — итоги, 1 — типы, 2 — коды ошибок, 3 — инструменты, 4 — корзины времени,
+/// 5 — агенты, 6 — модели.
 fn events_statement(
     b: sea_orm::DbBackend,
     scope: &ReadScope,
-    filter: &EventFilter,
+    key: &str,
     bucket: Bucket,
     plan: Plan,
     slices: &[Slice],
 ) -> Statement {
     let pg = b == sea_orm::DbBackend::Postgres;
-    let rolled = EventFilter {
-        from: None,
-        to: None,
-        ..filter.clone()
-    };
+    let cols = SUMMED.join(", ");
     let mut sql = Sql::new(b);
-    sql.push(
-        "WITH src AS MATERIALIZED (SELECT event_type, agent_id, tool_name, error_code, approval_status, \
-         model, hour, n, input_tokens, output_tokens, last_at FROM rollup_events WHERE ",
-    )
-    .push_scope(scope)
-    .push_filter(&rolled)
-    .push_hours(plan.lo, plan.hi);
-    let row = rollup_sql::row_sql(pg);
-    for s in slices {
-        sql.push(
-            " UNION ALL SELECT event_type, agent_id, tool_name, error_code, approval_status, model, hour, \
-             1 AS n, input_tokens, output_tokens, created_at AS last_at FROM (",
-        );
+    sql.push("WITH r AS MATERIALIZED (");
+    let row = format!("{}, {}", rollup_sql::row_sql(pg), rollup_sql::counters_sql());
+    for (i, s) in slices.iter().enumerate() {
+        if i > 0 {
+            sql.push(" UNION ALL ");
+        }
         push_raw(&mut sql, scope, s, &row);
-        sql.push(") r");
+    }
+    sql.push("), p AS MATERIALIZED (");
+    for (i, (grain, lo, hi, dims)) in part_ranges(plan, bucket).into_iter().enumerate() {
+        if i > 0 {
+            sql.push(" UNION ALL ");
+        }
+        sql.push(&format!(
+            "SELECT dim, k, slot, {cols}, last_at FROM rollup_parts WHERE "
+        ));
+        push_level(&mut sql, scope, key);
+        sql.push(&format!(" AND grain = {grain}"))
+            .push_range("slot", lo, hi);
+        match dims {
+            Dims::All => {}
+            Dims::Totals => {
+                sql.push(" AND dim = 0");
+            }
+            Dims::NotTotals => {
+                sql.push(" AND dim <> 0");
+            }
+        }
     }
     sql.push(")");
     let agg = format!(
-        "{}, CAST(COALESCE(SUM(input_tokens), 0) AS BIGINT) AS input_tokens, \
-         CAST(COALESCE(SUM(output_tokens), 0) AS BIGINT) AS output_tokens, MAX(last_at) AS last_at",
-        sums("n")
+        "{}, MAX(last_at) AS last_at",
+        SUMMED
+            .iter()
+            .map(|c| format!("CAST(COALESCE(SUM({c}), 0) AS BIGINT) AS {c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     let (null_text, null_ts) = if pg {
         ("CAST(NULL AS TEXT)", "CAST(NULL AS TIMESTAMPTZ)")
     } else {
         ("NULL", "NULL")
     };
-    let bucket_expr = bucket_sql(pg, bucket, "hour");
-    let dims: [(&str, &str, &str, String); 7] = [
-        (null_text, null_ts, "", String::new()),
-        ("event_type", null_ts, "", " GROUP BY event_type".into()),
-        (
-            "error_code",
-            null_ts,
-            " WHERE error_code IS NOT NULL",
-            " GROUP BY error_code".into(),
-        ),
-        (
-            "tool_name",
-            null_ts,
-            " WHERE tool_name IS NOT NULL",
-            " GROUP BY tool_name".into(),
-        ),
-        (null_text, &bucket_expr, "", format!(" GROUP BY {bucket_expr}")),
-        (
-            "agent_id",
-            null_ts,
-            " WHERE agent_id IS NOT NULL",
-            " GROUP BY agent_id".into(),
-        ),
-        (
-            "model",
-            null_ts,
-            " WHERE event_type = 'MODEL_CALL'",
-            " GROUP BY model".into(),
-        ),
-    ];
-    for (i, (k, t, cond, group)) in dims.iter().enumerate() {
-        if i > 0 {
-            sql.push(" UNION ALL");
+    let bucket_expr = bucket_sql(pg, bucket, "slot");
+    for (dim, k) in DIMS {
+        let (out, key_col, bucket_col, group) = if dim == 0 {
+            (0, null_text, null_ts, String::new())
+        } else {
+            (dim, "k", null_ts, " GROUP BY k".to_owned())
+        };
+        let mut selects = vec![(out, key_col, bucket_col, group)];
+        if dim == 0 {
+            selects.push((
+                4,
+                null_text,
+                bucket_expr.as_str(),
+                format!(" GROUP BY {bucket_expr}"),
+            ));
         }
-        sql.push(&format!(
-            " SELECT CAST({i} AS BIGINT) AS dim, {k} AS k, {t} AS bucket, {agg} FROM src{cond}{group}"
-        ));
+        for (out, key_col, bucket_col, group) in selects {
+            if out > 0 {
+                sql.push(" UNION ALL");
+            }
+            sql.push(&format!(
+                " SELECT CAST({out} AS BIGINT) AS dim, {key_col} AS k, {bucket_col} AS bucket, {agg} FROM \
+                 (SELECT k, slot, {cols}, last_at FROM p WHERE dim = {dim} UNION ALL \
+                 SELECT {k}, hour, {cols}, created_at FROM r WHERE {k} IS NOT NULL) t{group}"
+            ));
+        }
     }
     sql.build()
 }
 
 /// Инструкция различных сессий: всего (`g = 1`) и по агентам (`g = 0`). Источник —
-/// пары (сессия, агент) из `rollup_sessions` и сырых срезов.
+/// пары (сессия, агент) строк часов `rollup_session_parts` и сырых частей.
 fn sessions_statement(
     b: sea_orm::DbBackend,
     scope: &ReadScope,
-    filter: &EventFilter,
+    key: &str,
     plan: Plan,
     slices: &[Slice],
 ) -> Statement {
     let pg = b == sea_orm::DbBackend::Postgres;
-    // hasError в rollup_sessions — по счётчикам группы, а не по коду ошибки.
-    let rolled = EventFilter {
-        from: None,
-        to: None,
-        has_error: None,
-        ..filter.clone()
-    };
     let mut sql = Sql::new(b);
-    sql.push("WITH s AS MATERIALIZED (SELECT session_id, agent_id FROM rollup_sessions WHERE ")
-        .push_scope(scope)
-        .push_filter(&rolled)
-        .push_session_has_error(filter.has_error)
-        .push_hours(plan.lo, plan.hi);
+    sql.push("WITH s AS MATERIALIZED (SELECT session_id, agent_id FROM rollup_session_parts WHERE ");
+    push_level(&mut sql, scope, key);
+    sql.push_range("hour", plan.lo, plan.hi);
     for s in slices {
         sql.push(" UNION ALL ");
         push_raw(&mut sql, scope, s, "session_id, agent_id");
@@ -325,6 +391,9 @@ impl Store {
         plan: Plan,
         explain: bool,
     ) -> Result<Option<(Vec<QueryResult>, Vec<QueryResult>)>, StorageError> {
+        let Some(key) = user_key(scope, filter) else {
+            return Ok(None);
+        };
         let b = self.backend();
         let pg = b == sea_orm::DbBackend::Postgres;
         // Снимок на всю транзакцию: на PostgreSQL — REPEATABLE READ; на SQLite чтение
@@ -349,8 +418,8 @@ impl Store {
         let pos: i64 = row.try_get("", "pos")?;
         let slices = raw_slices(filter, plan, pos);
         let mut stmts = [
-            events_statement(b, scope, filter, bucket, plan, &slices),
-            sessions_statement(b, scope, filter, plan, &slices),
+            events_statement(b, scope, &key, bucket, plan, &slices),
+            sessions_statement(b, scope, &key, plan, &slices),
         ];
         if explain {
             for s in &mut stmts {

@@ -1,5 +1,5 @@
-//! Потребитель журнала `rollups`: ведёт часовые свёртки аналитики (`rollup_events`,
-//! `rollup_sessions`, схема и SQL — [`migration::rollup_sql`]).
+//! Потребитель журнала `rollups`: ведёт узкие свёртки аналитики (`rollup_parts`,
+//! `rollup_session_parts`, схема и SQL — [`migration::rollup_sql`]).
 //!
 //! Шаг ([`apply`]) прибавляет к свёрткам строки диапазона журнала двумя
 //! инструкциями `INSERT … SELECT … GROUP BY … ON CONFLICT DO UPDATE` в транзакции
@@ -12,7 +12,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use migration::rollup_sql::{self, Delta, Trunc};
+use migration::rollup_sql::{self, Delta};
 use sea_orm::{ConnectionTrait, DatabaseTransaction};
 use tokio_util::sync::CancellationToken;
 
@@ -66,14 +66,9 @@ pub fn purge(
                 .push(&up.tail);
             txn.execute_raw(sql.build()).await?;
         }
-        // Опустевшие группы ищем только в часах порции (индекс project_id, hour).
-        let hour = rollup_sql::trunc_sql(b == sea_orm::DbBackend::Postgres, Trunc::Hour, "created_at");
-        for table in ["rollup_events", "rollup_sessions"] {
-            txn.execute_unprepared(&format!(
-                "DELETE FROM {table} WHERE n = 0 AND (project_id, hour) IN \
-                 (SELECT project_id, {hour} FROM event_logs WHERE seq IN (SELECT seq FROM purge_chunk))"
-            ))
-            .await?;
+        // Опустевшие группы ищем только в ячейках строк порции (по ключу индекса).
+        for sql in rollup_sql::purge_empty_sql(b) {
+            txn.execute_unprepared(&sql).await?;
         }
         Ok(())
     })

@@ -205,27 +205,21 @@ impl Sql {
         self
     }
 
-    /// Часы свёрток `[lo, hi)` (границы — начала часов; `None` — без границы):
-    /// ` AND hour >= ? AND hour < ?`.
-    pub(crate) fn push_hours(&mut self, lo: Option<DateTime<Utc>>, hi: Option<DateTime<Utc>>) -> &mut Self {
+    /// ` AND {col} >= lo AND {col} < hi` — полуоткрытый интервал времени по столбцу
+    /// `col`; `None` — без границы с этой стороны.
+    pub(crate) fn push_range(
+        &mut self,
+        col: &str,
+        lo: Option<DateTime<Utc>>,
+        hi: Option<DateTime<Utc>>,
+    ) -> &mut Self {
         if let Some(lo) = lo {
-            self.push(" AND hour >= ").bind_ts(lo);
+            self.push(" AND ").push(col).push(" >= ").bind_ts(lo);
         }
         if let Some(hi) = hi {
-            self.push(" AND hour < ").bind_ts(hi);
+            self.push(" AND ").push(col).push(" < ").bind_ts(hi);
         }
         self
-    }
-
-    /// `hasError` для строк `rollup_sessions`: у них нет кода ошибки, а есть
-    /// счётчики `n` и `errors` группы. Группа проходит, если в ней есть хоть одно
-    /// событие, которое прошло бы условие само (ошибка или не ошибка).
-    pub(crate) fn push_session_has_error(&mut self, has_error: Option<bool>) -> &mut Self {
-        match has_error {
-            Some(true) => self.push(" AND errors > 0"),
-            Some(false) => self.push(" AND n > errors"),
-            None => self,
-        }
     }
 
     /// Семантика `jsonb @>` для SQLite через json_type/json_each (та же, что

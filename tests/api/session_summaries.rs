@@ -343,8 +343,16 @@ async fn migration_backfills_existing_rows(b: Backend) {
     let seed = w.seed;
     let events = w.events(200);
     insert(&store, events).await;
-    // Откат одной последней миграции (сводки) и повтор: заполнение по строкам.
-    Migrator::down(store.connection(), Some(1)).await.unwrap();
+    // Откат до миграции сводок включительно и повтор: заполнение по строкам.
+    let all = Migrator::migrations();
+    let from_summaries = all.len()
+        - all
+            .iter()
+            .position(|m| m.name() == "m20261205_000003_create_session_summaries")
+            .expect("the summaries migration is registered");
+    Migrator::down(store.connection(), Some(from_summaries as u32))
+        .await
+        .unwrap();
     Migrator::up(store.connection(), None).await.unwrap();
     let head = store.log_head().await.unwrap().commit;
     assert_eq!(store.follower_position(FOLLOWER).await.unwrap(), Some(head));
