@@ -10,7 +10,7 @@
 //! - `rollup_parts` — ключ `(project_id, user_key, grain, slot, dim, k)`:
 //!   `user_key` — `user_id` или `''` (все пользователи, [`crate::ALL_USERS_KEY`],
 //!   читает администратор); `grain` — 0 час, 1 сутки UTC (`slot` — начало ячейки);
-//!   `dim` и `k` — разрез и его значение ([`DIMS`]: итоги с `k = ''`, тип, код
+//!   `dim` и `k` — разрез и его значение ([`dims`]: итоги с `k = ''`, тип, код
 //!   ошибки, инструмент, агент, модель). Суммы — счётчики [`COUNTED`], `n`,
 //!   токены и `last_at` (последнее `created_at` группы).
 //! - `rollup_session_parts` — пары (сессия, агент) по часам на обоих уровнях
@@ -18,9 +18,13 @@
 //!   различных сессий, всего и по агентам (перечислением: сессий в окне в десятки
 //!   раз меньше, чем событий).
 //!
-//! Ключ. PostgreSQL: вместо `k` в уникальном ключе — `kh = sha256(k)` (модель из
-//! нагрузки не ограничена по длине, а запись индекса btree — около 2,7 КБ);
-//! `UNIQUE NULLS NOT DISTINCT` для `agent_id` (PostgreSQL 15+). SQLite: уникальный
+//! Ключ. PostgreSQL: уникальный ключ `rollup_parts` покрывающий (`INCLUDE` всех
+//! сумм), и чтение окна идёт только по индексу, без обращений к строкам таблицы.
+//! Поэтому `k` ограничен: значения столбцов — до 128 символов, а у моделей (строка
+//! из нагрузки, длина не ограничена; запись btree — около 2,7 КБ) `k` —
+//! шестнадцатеричный sha256 имени, а само имя — в `label` (вне индекса; читается
+//! только для строк моделей). `UNIQUE NULLS NOT DISTINCT` для `agent_id`
+//! (PostgreSQL 15+). SQLite: уникальный
 //! индекс по выражению `ifnull(agent_id, X'00')` — BLOB не равен никакому тексту.
 
 use sea_orm_migration::sea_orm::DbBackend;
@@ -144,17 +148,29 @@ pub const COUNTED: [(&str, &str); 6] = [
     ("tmo", "event_type = 'APPROVAL_TIMEOUT'"),
 ];
 
+/// Номер разреза моделей (имя — в `label`, см. модуль).
+pub const MODEL_DIM: i16 = 6;
+
 /// Разрезы `rollup_parts`: номер `dim` и значение `k` — выражение над строкой в
 /// форме [`row_sql`] (NULL — строка в разрез не входит). Номера совпадают с
 /// номерами разрезов ответа чтения (4 там — временной ряд по строкам итогов).
-pub const DIMS: [(i16, &str); 6] = [
-    (0, "''"),
-    (1, "event_type"),
-    (2, "error_code"),
-    (3, "tool_name"),
-    (5, "agent_id"),
-    (6, "model"),
-];
+pub fn dims(pg: bool) -> [(i16, &'static str); 6] {
+    [
+        (0, "''"),
+        (1, "event_type"),
+        (2, "error_code"),
+        (3, "tool_name"),
+        (5, "agent_id"),
+        (
+            MODEL_DIM,
+            if pg {
+                "encode(sha256(convert_to(model, 'UTF8')), 'hex')"
+            } else {
+                "model"
+            },
+        ),
+    ]
+}
 
 /// Столбцы сумм строки свёртки (кроме `last_at`) в порядке таблицы.
 pub const SUMMED: [&str; 9] = [
@@ -198,28 +214,22 @@ pub fn upserts(backend: DbBackend, delta: Delta) -> [Upsert; 2] {
     let s = if delta == Delta::Add { "" } else { "-" };
     let levels = "(SELECT 0 AS lvl UNION ALL SELECT 1) l";
     let src = |cols: &str| format!("FROM (SELECT {cols} FROM event_logs WHERE 1 = 1");
-    let key_case: String = DIMS.iter().map(|(d, k)| format!(" WHEN {d} THEN {k}")).collect();
-    let dims = DIMS
+    let key_case: String = dims(pg)
+        .iter()
+        .map(|(d, k)| format!(" WHEN {d} THEN {k}"))
+        .collect();
+    let dims = dims(pg)
         .iter()
         .map(|(d, _)| format!("SELECT {d} AS dim"))
         .collect::<Vec<_>>()
         .join(" UNION ALL ");
     let cols = SUMMED.join(", ");
     let sums: String = SUMMED.iter().map(|c| format!("{s}SUM({c}), ")).collect();
-    let (kh_col, kh_val, parts_target, sessions_target) = if pg {
-        (
-            ", kh",
-            ", sha256(convert_to(k, 'UTF8'))",
-            "project_id, user_key, grain, slot, dim, kh",
-            "project_id, user_key, hour, session_id, agent_id",
-        )
+    let parts_target = "project_id, user_key, grain, slot, dim, k";
+    let sessions_target = if pg {
+        "project_id, user_key, hour, session_id, agent_id"
     } else {
-        (
-            "",
-            "",
-            "project_id, user_key, grain, slot, dim, k",
-            "project_id, user_key, hour, session_id, ifnull(agent_id, X'00')",
-        )
+        "project_id, user_key, hour, session_id, ifnull(agent_id, X'00')"
     };
     let set: String = SUMMED
         .iter()
@@ -233,11 +243,12 @@ pub fn upserts(backend: DbBackend, delta: Delta) -> [Upsert; 2] {
     };
     let parts = Upsert {
         head: format!(
-            "INSERT INTO rollup_parts (project_id, user_key, grain, slot, dim, k{kh_col}, {cols}, last_at) \
-             SELECT project_id, user_key, grain, slot, dim, k{kh_val}, {sums}MAX(created_at) \
+            "INSERT INTO rollup_parts (project_id, user_key, grain, slot, dim, k, label, {cols}, last_at) \
+             SELECT project_id, user_key, grain, slot, dim, k, MAX(label), {sums}MAX(created_at) \
              FROM (SELECT e.project_id, {user_key} AS user_key, g.grain, \
              CASE WHEN g.grain = 0 THEN e.hour ELSE {day} END AS slot, d.dim, \
-             CASE d.dim{key_case} END AS k, e.{ecols}, e.created_at \
+             CASE d.dim{key_case} END AS k, CASE WHEN d.dim = {MODEL_DIM} THEN model END AS label, \
+             e.{ecols}, e.created_at \
              {rows}",
             user_key = user_key_sql(),
             day = trunc_sql(pg, Trunc::Day, "e.hour"),
@@ -308,12 +319,14 @@ pub(crate) fn create_sql(backend: DbBackend) -> Vec<String> {
                     grain smallint NOT NULL,
                     slot timestamptz NOT NULL,
                     dim smallint NOT NULL,
-                    k text NOT NULL,
-                    kh bytea NOT NULL,
+                    k varchar(128) NOT NULL,
+                    label text,
                     {}last_at timestamptz NOT NULL,
-                    CONSTRAINT rollup_parts_key UNIQUE (project_id, user_key, grain, slot, dim, kh)
+                    CONSTRAINT rollup_parts_key UNIQUE (project_id, user_key, grain, slot, dim, k)
+                        INCLUDE ({}, last_at)
                 )",
-                sums("bigint")
+                sums("bigint"),
+                SUMMED.join(", ")
             ),
             "CREATE TABLE rollup_session_parts (
                 project_id uuid NOT NULL,
@@ -337,6 +350,7 @@ pub(crate) fn create_sql(backend: DbBackend) -> Vec<String> {
                     slot TEXT NOT NULL,
                     dim INTEGER NOT NULL,
                     k TEXT NOT NULL,
+                    label TEXT,
                     {}last_at TEXT NOT NULL
                 )",
                 sums("INTEGER")

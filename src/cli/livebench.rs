@@ -209,13 +209,7 @@ pub async fn run(store: &Store, database_url: &str, args: &LiveArgs) -> Result<(
     if args.wakeup == Wakeup::Redis && args.redis_url.is_none() {
         bail!("--wakeup redis needs --redis-url");
     }
-    store
-        .connection()
-        .execute_unprepared(
-            "TRUNCATE event_logs, event_log_commits, event_log_heads, rollup_parts, rollup_session_parts, \
-             session_summaries, session_summary_agents RESTART IDENTITY; UPDATE log_followers SET pos = 0",
-        )
-        .await?;
+    super::loadgen::truncate(store).await?;
     // История до замера: серверы стартуют на таблице со строками и статистикой, как в
     // работе. На пустой таблице PostgreSQL закэшировал бы общие планы с полным
     // просмотром (проверка id при приёме) до первого автоанализа — артефакт замера.

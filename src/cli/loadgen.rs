@@ -103,6 +103,11 @@ pub struct LoadgenArgs {
     /// (цена журнала фиксаций; только для замера, база остаётся с триггером).
     #[arg(long)]
     pub compare_without_log_trigger: bool,
+    /// Для inprocess: потребители журнала (свёртки аналитики, сводки сессий) шагают
+    /// параллельно с записью, как на сервере, и время прогона EventLogger включает их
+    /// догоняние (запись «со свёртками, догнавшими журнал»).
+    #[arg(long)]
+    pub with_followers: bool,
     /// Для live: параметры прогона.
     #[command(flatten)]
     pub live: super::livebench::LiveArgs,
@@ -236,7 +241,10 @@ pub(super) async fn truncate(store: &Store) -> Result<()> {
     }
     store
         .connection()
-        .execute_unprepared("TRUNCATE event_logs, event_log_commits, event_log_heads RESTART IDENTITY")
+        .execute_unprepared(
+            "TRUNCATE event_logs, event_log_commits, event_log_heads, rollup_parts, rollup_session_parts, \
+             session_summaries, session_summary_agents RESTART IDENTITY; UPDATE log_followers SET pos = 0",
+        )
         .await?;
     store.connection().execute_unprepared("CHECKPOINT").await.ok();
     Ok(())
@@ -280,9 +288,22 @@ async fn run_logger(
     method: PgWriteMethod,
     batch_size: usize,
     in_flight: usize,
+    with_followers: bool,
     hist: &mut Histogram<u64>,
 ) -> Result<(f64, u64)> {
     truncate(store).await?;
+    // Потребители журнала параллельно с записью (как цикл потребителей сервера).
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let followers = with_followers.then(|| {
+        let (store, cancel) = (store.clone(), cancel.clone());
+        tokio::spawn(async move {
+            while !cancel.is_cancelled() {
+                store.catch_up_followers().await?;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Ok::<_, eventlog::storage::StorageError>(())
+        })
+    });
     let logger = EventLogger::start(
         store.clone().with_pg_write_method(method),
         LoggerConfig {
@@ -317,6 +338,11 @@ async fn run_logger(
         }
     }
     let report = logger.shutdown().await;
+    if let Some(task) = followers {
+        cancel.cancel();
+        task.await??;
+        store.catch_up_followers().await?;
+    }
     let secs = started.elapsed().as_secs_f64();
     anyhow::ensure!(report.lost == 0, "lost {} events", report.lost);
     let stored = store.count_events().await?;
@@ -369,8 +395,16 @@ async fn inprocess(store: &Store, args: &LoadgenArgs) -> Result<()> {
         }
         let mut round_rates = Vec::new();
         for (m, _) in &methods {
-            let (r, _full) =
-                run_logger(store, &events, *m, args.batch_size, args.in_flight, &mut hist).await?;
+            let (r, _full) = run_logger(
+                store,
+                &events,
+                *m,
+                args.batch_size,
+                args.in_flight,
+                args.with_followers,
+                &mut hist,
+            )
+            .await?;
             round_rates.push(r);
         }
         if args.compare_without_log_trigger {
@@ -381,6 +415,7 @@ async fn inprocess(store: &Store, args: &LoadgenArgs) -> Result<()> {
                 methods[0].0,
                 args.batch_size,
                 args.in_flight,
+                false,
                 &mut hist,
             )
             .await;
@@ -471,6 +506,7 @@ async fn sqlite_sync(args: &LoadgenArgs) -> Result<()> {
                 PgWriteMethod::default(),
                 args.batch_size,
                 1,
+                false,
                 &mut hist,
             )
             .await?;

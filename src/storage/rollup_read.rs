@@ -27,7 +27,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
-use migration::rollup_sql::{self, DIMS, FOLLOWER, SUMMED};
+use migration::rollup_sql::{self, FOLLOWER, MODEL_DIM, SUMMED};
 use sea_orm::{AccessMode, ConnectionTrait, IsolationLevel, QueryResult, Statement, TransactionTrait};
 
 use super::analytics::{
@@ -227,25 +227,34 @@ fn events_statement(
         }
         push_raw(&mut sql, scope, s, &row);
     }
+    // Строки моделей — отдельной выборкой с `label` (вне индекса); остальные на
+    // PostgreSQL читаются только по покрывающему индексу.
+    let null_label = if pg { "CAST(NULL AS TEXT)" } else { "NULL" };
     sql.push("), p AS MATERIALIZED (");
-    for (i, (grain, lo, hi, dims)) in part_ranges(plan, bucket).into_iter().enumerate() {
-        if i > 0 {
-            sql.push(" UNION ALL ");
+    let mut first = true;
+    for (grain, lo, hi, dims) in part_ranges(plan, bucket) {
+        let (cond, models) = match dims {
+            Dims::All => (format!("dim <> {MODEL_DIM}"), true),
+            Dims::Totals => ("dim = 0".to_owned(), false),
+            Dims::NotTotals => (format!("dim <> 0 AND dim <> {MODEL_DIM}"), true),
+        };
+        let mut selects = vec![(null_label, cond)];
+        if models {
+            selects.push(("label", format!("dim = {MODEL_DIM}")));
         }
-        sql.push(&format!(
-            "SELECT dim, k, slot, {cols}, last_at FROM rollup_parts WHERE "
-        ));
-        push_level(&mut sql, scope, key);
-        sql.push(&format!(" AND grain = {grain}"))
-            .push_range("slot", lo, hi);
-        match dims {
-            Dims::All => {}
-            Dims::Totals => {
-                sql.push(" AND dim = 0");
+        for (label, cond) in selects {
+            if !first {
+                sql.push(" UNION ALL ");
             }
-            Dims::NotTotals => {
-                sql.push(" AND dim <> 0");
-            }
+            first = false;
+            sql.push(&format!(
+                "SELECT dim, k, {label} AS label, slot, {cols}, last_at FROM rollup_parts WHERE "
+            ));
+            push_level(&mut sql, scope, key);
+            sql.push(&format!(" AND grain = {grain}"))
+                .push_range("slot", lo, hi)
+                .push(" AND ")
+                .push(&cond);
         }
     }
     sql.push(")");
@@ -263,17 +272,23 @@ fn events_statement(
         ("NULL", "NULL")
     };
     let bucket_expr = bucket_sql(pg, bucket, "slot");
-    for (dim, k) in DIMS {
-        let (out, key_col, bucket_col, group) = if dim == 0 {
-            (0, null_text, null_ts, String::new())
+    for (dim, k) in rollup_sql::dims(pg) {
+        let mut selects = vec![if dim == 0 {
+            (0, null_text.to_owned(), null_ts, String::new())
+        } else if dim == MODEL_DIM {
+            (
+                dim,
+                "COALESCE(MAX(label), k)".to_owned(),
+                null_ts,
+                " GROUP BY k".to_owned(),
+            )
         } else {
-            (dim, "k", null_ts, " GROUP BY k".to_owned())
-        };
-        let mut selects = vec![(out, key_col, bucket_col, group)];
+            (dim, "k".to_owned(), null_ts, " GROUP BY k".to_owned())
+        }];
         if dim == 0 {
             selects.push((
                 4,
-                null_text,
+                null_text.to_owned(),
                 bucket_expr.as_str(),
                 format!(" GROUP BY {bucket_expr}"),
             ));
@@ -284,8 +299,8 @@ fn events_statement(
             }
             sql.push(&format!(
                 " SELECT CAST({out} AS BIGINT) AS dim, {key_col} AS k, {bucket_col} AS bucket, {agg} FROM \
-                 (SELECT k, slot, {cols}, last_at FROM p WHERE dim = {dim} UNION ALL \
-                 SELECT {k}, hour, {cols}, created_at FROM r WHERE {k} IS NOT NULL) t{group}"
+                 (SELECT k, label, slot, {cols}, last_at FROM p WHERE dim = {dim} UNION ALL \
+                 SELECT {k}, model, hour, {cols}, created_at FROM r WHERE {k} IS NOT NULL) t{group}"
             ));
         }
     }
