@@ -56,10 +56,9 @@ pub struct Settings {
     #[arg(long, env = "EVENTLOG_ROLLUP_INTERVAL_MS", default_value_t = 200)]
     pub rollup_interval_ms: u64,
     /// Аналитика из свёрток: потребитель свёрток работает, и чтения берут из них то,
-    /// на что свёртки отвечают. По умолчанию выключено: на замерах (docs/performance.md,
-    /// «Analytics: rollups against raw rows») нынешние часовые свёртки почти не сжимают
-    /// данные и не быстрее сырого запроса по покрывающему индексу, а место и запись
-    /// стоят. Ответы одинаковы в обоих режимах.
+    /// на что свёртки отвечают. По умолчанию выключено: поддержание узких свёрток стоит
+    /// базе процессорного времени на каждое событие (docs/performance.md, «Analytics from
+    /// narrow rollups»), а выигрыш нужен не всем. Ответы одинаковы в обоих режимах.
     #[arg(long, env = "EVENTLOG_ANALYTICS_ROLLUPS", default_value_t = false, action = clap::ArgAction::Set)]
     pub analytics_rollups: bool,
     /// Размер пакета записи.
